@@ -1,0 +1,395 @@
+"""A throwaway Kubernetes control plane on loopback, for the tests and the demo.
+
+kind needs a container engine; this starts the real components as plain processes instead:
+etcd, kube-apiserver (RBAC, Pod Security admission, service-account token signing),
+kube-controller-manager (garbage collection, Deployments, ReplicaSets), kube-scheduler, and kwok
+standing in for kubelets so that Pods on its fake nodes become Running and Ready.
+
+Usage: python hack/localcluster.py up   # prints the kubeconfig path, runs until interrupted
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import ipaddress
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import NameOID
+
+BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+SERVICE_CIDR = "10.96.0.0/16"
+# Fake nodes, one per region, so that data-residency affinity is scheduled for real.
+NODES = {"node-eu-west-1": "eu-west-1", "node-eu-central-1": "eu-central-1", "node-us-east-1": "us-east-1"}
+
+
+def find_asset(name: str) -> Path:
+    """KUBEBUILDER_ASSETS wins (setup-envtest users), then the cache filled by build-controlplane.sh."""
+    for var in ("KUBEBUILDER_ASSETS", "SECUREMODELS_ASSETS"):
+        directory = os.environ.get(var)
+        if directory and (Path(directory) / name).is_file():
+            return Path(directory) / name
+    found = shutil.which(name)
+    if found:
+        return Path(found)
+    raise FileNotFoundError(f"{name} not found: run `make controlplane` or set SECUREMODELS_ASSETS")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _pem_key(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+@dataclass
+class _Issuer:
+    key: ec.EllipticCurvePrivateKey
+    cert: x509.Certificate
+
+    @classmethod
+    def new(cls, common_name: str) -> _Issuer:
+        key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+        now = datetime.datetime.now(datetime.UTC)
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=7))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(
+                x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
+            )
+            .sign(key, hashes.SHA256())
+        )
+        return cls(key, cert)
+
+    def issue(
+        self, common_name: str, organization: str | None = None, *, server: bool = False
+    ) -> tuple[bytes, bytes]:
+        key = ec.generate_private_key(ec.SECP256R1())
+        attributes = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
+        if organization:
+            attributes.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization))
+        now = datetime.datetime.now(datetime.UTC)
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name(attributes))
+            .issuer_name(self.cert.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=7))
+        )
+        if server:
+            builder = builder.add_extension(
+                x509.SubjectAlternativeName(
+                    [
+                        x509.DNSName("localhost"),
+                        x509.DNSName("kubernetes.default.svc"),
+                        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                        x509.IPAddress(ipaddress.ip_address("10.96.0.1")),
+                    ]
+                ),
+                critical=False,
+            ).add_extension(x509.ExtendedKeyUsage([x509.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        else:
+            builder = builder.add_extension(
+                x509.ExtendedKeyUsage([x509.ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False
+            )
+        cert = builder.sign(self.key, hashes.SHA256())
+        return cert.public_bytes(serialization.Encoding.PEM), _pem_key(key)
+
+
+@dataclass
+class LocalCluster:
+    """The running control plane. `kubeconfig` is an admin (system:masters) kubeconfig."""
+
+    workdir: Path
+    server: str = ""
+    kubeconfig: Path = field(init=False)
+    _processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.kubeconfig = self.workdir / "admin.kubeconfig"
+
+    @property
+    def ca_file(self) -> Path:
+        return self.workdir / "ca.crt"
+
+    def start(self, timeout: float = 90.0) -> None:
+        try:
+            self._start(timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self, timeout: float) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        pki = self._write_pki()
+        etcd_port, etcd_peer_port, api_port = free_port(), free_port(), free_port()
+        self.server = f"https://127.0.0.1:{api_port}"
+        self._spawn(
+            "etcd",
+            f"--data-dir={self.workdir / 'etcd'}",
+            f"--listen-client-urls=http://127.0.0.1:{etcd_port}",
+            f"--advertise-client-urls=http://127.0.0.1:{etcd_port}",
+            f"--listen-peer-urls=http://127.0.0.1:{etcd_peer_port}",
+            f"--initial-advertise-peer-urls=http://127.0.0.1:{etcd_peer_port}",
+            f"--initial-cluster=default=http://127.0.0.1:{etcd_peer_port}",
+            "--unsafe-no-fsync",
+            "--log-level=warn",
+        )
+        self._spawn(
+            "kube-apiserver",
+            f"--etcd-servers=http://127.0.0.1:{etcd_port}",
+            "--bind-address=127.0.0.1",
+            "--advertise-address=127.0.0.1",
+            f"--secure-port={api_port}",
+            f"--cert-dir={self.workdir / 'apiserver-certs'}",
+            f"--tls-cert-file={pki['apiserver.crt']}",
+            f"--tls-private-key-file={pki['apiserver.key']}",
+            f"--client-ca-file={pki['ca.crt']}",
+            "--authorization-mode=RBAC",
+            "--service-account-issuer=https://kubernetes.default.svc",
+            f"--service-account-key-file={pki['sa.pub']}",
+            f"--service-account-signing-key-file={pki['sa.key']}",
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
+            "--allow-privileged=false",
+            "--profiling=false",
+            "--v=0",
+        )
+        self._write_kubeconfig(self.kubeconfig, pki["admin.crt"], pki["admin.key"])
+        self._wait_ready(timeout)
+        components = self.workdir / "components.kubeconfig"
+        self._write_kubeconfig(components, pki["admin.crt"], pki["admin.key"])
+        self._spawn(
+            "kube-controller-manager",
+            f"--kubeconfig={components}",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={free_port()}",
+            "--leader-elect=false",
+            f"--service-account-private-key-file={pki['sa.key']}",
+            f"--root-ca-file={pki['ca.crt']}",
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
+            "--controllers=*,-nodeipam,-nodelifecycle,-cloud-node-lifecycle,-service-lb-controller",
+            "--concurrent-gc-syncs=5",
+        )
+        self._spawn(
+            "kube-scheduler",
+            f"--kubeconfig={components}",
+            f"--authentication-kubeconfig={components}",
+            f"--authorization-kubeconfig={components}",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={free_port()}",
+            "--leader-elect=false",
+        )
+        self._spawn(
+            "kwok",
+            f"--kubeconfig={components}",
+            "--manage-all-nodes=false",
+            "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
+            "--node-ip=127.0.0.1",
+            "--server-address=127.0.0.1:" + str(free_port()),
+            f"--config={find_asset('kwok-stages.yaml')}",
+        )
+        self._create_nodes()
+
+    def _spawn(self, name: str, *args: str) -> None:
+        log = (self.workdir / f"{name}.log").open("wb")
+        process = subprocess.Popen(
+            [str(find_asset(name)), *args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
+        self._processes.append(process)
+
+    def _write_pki(self) -> dict[str, Path]:
+        ca = _Issuer.new("securemodels-local-ca")
+        files: dict[str, bytes] = {"ca.crt": ca.cert.public_bytes(serialization.Encoding.PEM)}
+        files["apiserver.crt"], files["apiserver.key"] = ca.issue("kube-apiserver", server=True)
+        files["admin.crt"], files["admin.key"] = ca.issue("admin", "system:masters")
+        sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        files["sa.key"] = _pem_key(sa_key)
+        files["sa.pub"] = sa_key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        paths = {}
+        for name, content in files.items():
+            path = self.workdir / name
+            path.write_bytes(content)
+            path.chmod(0o600)
+            paths[name] = path
+        return paths
+
+    def _write_kubeconfig(self, path: Path, cert: Path, key: Path) -> None:
+        path.write_text(
+            f"""apiVersion: v1
+kind: Config
+clusters:
+- name: local
+  cluster: {{server: "{self.server}", certificate-authority: "{self.ca_file}"}}
+users:
+- name: admin
+  user: {{client-certificate: "{cert}", client-key: "{key}"}}
+contexts:
+- name: local
+  context: {{cluster: local, user: admin}}
+current-context: local
+"""
+        )
+        path.chmod(0o600)
+
+    def ssl_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(cafile=str(self.ca_file))
+        context.load_cert_chain(str(self.workdir / "admin.crt"), str(self.workdir / "admin.key"))
+        return context
+
+    def _wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        context = self.ssl_context()
+        last_error: Exception | None = None
+        while time.monotonic() < deadline:
+            self._check_alive()
+            try:
+                with urllib.request.urlopen(f"{self.server}/readyz", context=context, timeout=5) as reply:
+                    if reply.status == 200:
+                        return
+            except Exception as error:  # noqa: BLE001 - any failure means "not yet"
+                last_error = error
+            time.sleep(0.2)
+        raise TimeoutError(f"kube-apiserver not ready after {timeout}s: {last_error}")
+
+    def _check_alive(self) -> None:
+        for process in self._processes:
+            if process.poll() is not None:
+                name = Path(str(process.args[0])).name  # type: ignore[index]
+                log = (self.workdir / f"{name}.log").read_text(errors="replace")[-3000:]
+                raise RuntimeError(f"{name} exited with {process.returncode}:\n{log}")
+
+    @property
+    def kubectl_path(self) -> str:
+        return kubectl_binary()
+
+    def kubectl(self, *args: str, stdin: str | None = None) -> str:
+        result = subprocess.run(
+            [kubectl_binary(), f"--kubeconfig={self.kubeconfig}", *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise subprocess.CalledProcessError(result.returncode, result.args, result.stdout, result.stderr)
+        return result.stdout
+
+    def _create_nodes(self) -> None:
+        manifests = []
+        for name, region in NODES.items():
+            manifests.append(f"""apiVersion: v1
+kind: Node
+metadata:
+  name: {name}
+  annotations: {{kwok.x-k8s.io/node: fake}}
+  labels:
+    type: kwok
+    kubernetes.io/hostname: {name}
+    topology.kubernetes.io/region: {region}
+status:
+  allocatable: {{cpu: "32", memory: 256Gi, pods: "110"}}
+  capacity: {{cpu: "32", memory: 256Gi, pods: "110"}}
+""")
+        for attempt in range(50):
+            try:
+                self.kubectl("apply", "-f", "-", stdin="---\n".join(manifests))
+                break
+            except subprocess.CalledProcessError:
+                if attempt == 49:
+                    raise
+                time.sleep(0.2)
+        # Node admission taints new nodes not-ready; the node lifecycle controller (off here, since kwok's
+        # nodes send no heartbeats) would lift it once kwok marks them Ready. Lift it directly.
+        for name in NODES:
+            self.kubectl("patch", "node", name, "--type=json", "-p", '[{"op":"remove","path":"/spec/taints"}]')
+
+    def stop(self) -> None:
+        for process in reversed(self._processes):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in reversed(self._processes):
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        self._processes.clear()
+
+
+def kubectl_binary() -> str:
+    return os.environ.get("KUBECTL", "kubectl")
+
+
+def _die_with_parent() -> None:
+    """Linux only: the component gets SIGKILL when the process that started it dies, even by SIGKILL."""
+    import ctypes
+
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    pr_set_pdeathsig = 1
+    libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+
+@contextlib.contextmanager
+def running_cluster(workdir: Path | None = None) -> Iterator[LocalCluster]:
+    with contextlib.ExitStack() as stack:
+        if workdir is None:
+            workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="securemodels-cluster-")))
+        cluster = LocalCluster(workdir)
+        cluster.start()
+        stack.callback(cluster.stop)
+        yield cluster
+
+
+def main(argv: list[str]) -> int:
+    if argv[1:2] != ["up"]:
+        print(__doc__, file=sys.stderr)
+        return 2
+    workdir = Path(argv[2]) if len(argv) > 2 else None
+    with running_cluster(workdir) as cluster:
+        print(cluster.kubeconfig, flush=True)
+        print(f"export KUBECONFIG={cluster.kubeconfig}", file=sys.stderr, flush=True)
+        with contextlib.suppress(KeyboardInterrupt):
+            signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+            signal.pause()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,5 @@
+import sys
+
+from securemodels.cli import main
+
+sys.exit(main())

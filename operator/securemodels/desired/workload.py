@@ -1,0 +1,97 @@
+"""The model's Deployment: one place where every control's contribution to the pod meets."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from securemodels.api.v1alpha1 import HEALTH_PORT, EnvVar
+from securemodels.desired import naming
+from securemodels.desired.controls import image_digest, mtls, pod_security, residency, storage
+from securemodels.desired.model import Context, Manifest
+
+SCRATCH_VOLUME = "scratch"
+BIND_ADDRESS_ENV = "SECUREMODELS_BIND_ADDRESS"
+PORT_ENV = "SECUREMODELS_PORT"
+
+
+def _env(variable: EnvVar) -> dict[str, Any]:
+    if variable.value_from is None:
+        return {"name": variable.name, "value": variable.value}
+    source = variable.value_from
+    if source.secret_key_ref is not None:
+        reference = {"secretKeyRef": {"name": source.secret_key_ref.name, "key": source.secret_key_ref.key}}
+    else:
+        assert source.config_map_key_ref is not None  # the CRD's CEL rule requires exactly one
+        reference = {"configMapKeyRef": {"name": source.config_map_key_ref.name, "key": source.config_map_key_ref.key}}
+    return {"name": variable.name, "valueFrom": reference}
+
+
+def model_container(context: Context) -> dict[str, Any]:
+    model = context.spec.model
+    probe = {"httpGet": {"path": "/healthz", "port": HEALTH_PORT}}
+    mounts: list[dict[str, Any]] = [{"name": SCRATCH_VOLUME, "mountPath": "/tmp"}]
+    if context.spec.storage is not None:
+        mounts.append({"name": storage.VOLUME, "mountPath": context.spec.storage.mount_path})
+    container: dict[str, Any] = {
+        "name": image_digest.MODEL_CONTAINER,
+        "image": model.image,
+        "imagePullPolicy": "Always",
+        "env": [
+            {"name": BIND_ADDRESS_ENV, "value": "127.0.0.1"},
+            {"name": PORT_ENV, "value": str(model.port)},
+            *(_env(variable) for variable in model.env),
+        ],
+        "resources": {
+            "requests": {"cpu": model.resources.requests.cpu, "memory": model.resources.requests.memory},
+            "limits": {"cpu": model.resources.limits.cpu, "memory": model.resources.limits.memory},
+        },
+        "securityContext": pod_security.container_security_context(),
+        "readinessProbe": {**probe, "periodSeconds": 10, "failureThreshold": 3},
+        "livenessProbe": {**probe, "periodSeconds": 20, "failureThreshold": 6, "initialDelaySeconds": 30},
+        "volumeMounts": mounts,
+    }
+    if model.command is not None:
+        container["command"] = list(model.command)
+    if model.args:
+        container["args"] = list(model.args)
+    if model.metrics_port is not None:
+        container["ports"] = [{"name": "metrics", "containerPort": model.metrics_port, "protocol": "TCP"}]
+    return container
+
+
+def deployment(context: Context, server: mtls.ServerTLS) -> Manifest:
+    owner = context.owner
+    volumes = [
+        {"name": SCRATCH_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": "256Mi"}},
+        *mtls.sidecar_volumes(context),
+    ]
+    if (model_volume := storage.volume(context)) is not None:
+        volumes.append(model_volume)
+    pod: dict[str, Any] = {
+        "serviceAccountName": owner.name,
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": pod_security.pod_security_context(),
+        "containers": [model_container(context), mtls.sidecar_container(context)],
+        "volumes": volumes,
+    }
+    if (node_affinity := residency.affinity(context)) is not None:
+        pod["affinity"] = node_affinity
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": naming.metadata(owner, owner.name, "model"),
+        "spec": {
+            "replicas": context.spec.model.replicas,
+            "revisionHistoryLimit": 3,
+            "selector": {"matchLabels": naming.selector_labels(owner)},
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+            "template": {
+                "metadata": {
+                    "labels": naming.labels(owner, "model"),
+                    "annotations": mtls.pod_annotations(context, server),
+                },
+                "spec": pod,
+            },
+        },
+    }

@@ -1,0 +1,262 @@
+"""The running operator: kopf's watch feeds a work queue; workers reconcile; a resync loop re-checks.
+
+kopf's low-level `on.event` handler stores nothing on the SMD (no annotations, no finalizer), so the
+user's object stays exactly as applied (Argo CD sees no drift), deletion is never blocked by the operator
+being down, and the reconcile stays level-based. Periodic resync replaces kopf timers, which would put a
+finalizer on every SMD.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import kopf
+
+from securemodels import metrics
+from securemodels.api import v1alpha1
+from securemodels.config import OperatorConfig
+from securemodels.desired import naming
+from securemodels.handlers import permissions
+from securemodels.handlers.reconcile import Clock, Reconciler, owner_of
+from securemodels.k8s import read
+from securemodels.k8s.client import Credentials, Kube, KubeError, credentials, load_config
+from securemodels.server import HealthServer
+from securemodels.workqueue import WorkQueue
+
+log = logging.getLogger(__name__)
+MAX_BACKOFF = 300.0
+PROGRESS_POLL = (1.0, 2.0, 4.0, 8.0)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class Operator:
+    """Shared state of one running operator. Keys are "<namespace>/<name>"."""
+
+    config: OperatorConfig
+    kube: Kube
+    credentials: Credentials
+    clock: Clock = utc_now
+    queue: WorkQueue = field(default_factory=WorkQueue)
+    bodies: dict[str, dict[str, Any]] = field(default_factory=dict)
+    uids: dict[str, str] = field(default_factory=dict)
+    failures: dict[str, int] = field(default_factory=dict)
+    polls: dict[str, int] = field(default_factory=dict)
+    missing_permissions: list[str] = field(default_factory=list)
+    permissions_checked: bool = False
+
+    def __post_init__(self) -> None:
+        self.reconciler = Reconciler(self.kube, self.config, self.clock)
+
+    # -- feeding the queue ------------------------------------------------------------------------
+
+    def observe(self, event_type: str | None, body: Mapping[str, Any]) -> None:
+        key = f"{body['metadata']['namespace']}/{body['metadata']['name']}"
+        if event_type == "DELETED":
+            self.bodies.pop(key, None)
+        else:
+            self.bodies[key] = dict(body)
+            self.uids[key] = body["metadata"]["uid"]
+        metrics.MANAGED_RESOURCES.set(len(self.bodies))
+        self.queue.add(key)
+
+    async def resync(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.resync_seconds)
+            for key in list(self.bodies):
+                self.queue.add(key)
+            await self._sweep_orphans()
+
+    # -- working it off ---------------------------------------------------------------------------
+
+    async def worker(self) -> None:
+        while True:
+            key = await self.queue.get()
+            try:
+                await self._process(key)
+            finally:
+                self.queue.done(key)
+
+    async def _process(self, key: str) -> None:
+        body = self.bodies.get(key)
+        if body is None:
+            await self._forget(key)
+            return
+        try:
+            outcome = await self.reconciler.reconcile(body)
+        except KubeError as error:
+            self._retry(key, "api" if error.transient else f"http{error.code}", error)
+            return
+        except Exception as error:  # noqa: BLE001 - one bad SMD must never stop the others
+            log.exception("reconcile of %s failed unexpectedly", key)
+            self._retry(key, "internal", error)
+            return
+        self.failures.pop(key, None)
+        delays = [outcome.requeue_after] if outcome.requeue_after is not None else []
+        if outcome.phase == "Progressing":
+            attempt = self.polls.get(key, 0)
+            self.polls[key] = attempt + 1
+            delays.append(PROGRESS_POLL[min(attempt, len(PROGRESS_POLL) - 1)])
+        else:
+            self.polls.pop(key, None)
+        delays = [delay for delay in delays if delay < self.config.resync_seconds]
+        if delays:
+            self.queue.add_after(key, min(delays))
+
+    def _retry(self, key: str, reason: str, error: Exception) -> None:
+        metrics.RECONCILE_ERRORS.labels(reason=reason).inc()
+        attempt = self.failures.get(key, 0)
+        self.failures[key] = attempt + 1
+        delay = min(MAX_BACKOFF, 2.0**attempt) * random.uniform(0.8, 1.2)  # noqa: S311 - jitter, not crypto
+        log.warning("reconcile of %s failed (%s); retrying in %.1fs", key, error, delay)
+        self.queue.add_after(key, delay)
+
+    async def _forget(self, key: str) -> None:
+        """The SMD is gone: its namespaced children go by garbage collection; remove the rest."""
+        namespace, name = key.split("/", 1)
+        uid = self.uids.pop(key, None)
+        self.failures.pop(key, None)
+        self.polls.pop(key, None)
+        metrics.forget(namespace, name)
+        if uid is not None:
+            for item in await read.remote_objects(self.kube, uid):
+                metadata = item["metadata"]
+                await self.kube.delete(item["kind"], metadata["name"], metadata["namespace"])
+
+    async def _sweep_orphans(self) -> None:
+        """Client Secrets and CA bundles whose SMD was deleted while the operator was not running."""
+        try:
+            items = await read.remote_objects(self.kube)
+            for item in items:
+                labels = item["metadata"].get("labels") or {}
+                owner = await self.kube.get(
+                    v1alpha1.KIND, labels[naming.OWNER_NAME_LABEL], labels[naming.OWNER_NAMESPACE_LABEL]
+                )
+                if owner is None or owner["metadata"]["uid"] != labels[naming.OWNER_UID_LABEL]:
+                    metadata = item["metadata"]
+                    log.info("removing orphaned %s %s/%s", item["kind"], metadata["namespace"], metadata["name"])
+                    await self.kube.delete(item["kind"], metadata["name"], metadata["namespace"])
+        except KubeError as error:
+            log.warning("orphan sweep failed: %s", error)
+
+    # -- health -----------------------------------------------------------------------------------
+
+    async def check_permissions(self) -> None:
+        namespaces: list[str | None] = list(self.config.watch_namespaces) or [None]
+        checks = [
+            (permission, verb, namespace)
+            for permission in permissions.NAMESPACED
+            for verb in permission.verbs
+            for namespace in namespaces
+        ]
+        checks += [(permission, verb, None) for permission in permissions.CLUSTER for verb in permission.verbs]
+        checks += [
+            (permission, verb, self.config.namespace)
+            for permission in permissions.OWN_NAMESPACE
+            for verb in permission.verbs
+        ]
+        answers = await asyncio.gather(
+            *(self.kube.allowed(verb, item.group, item.resource, namespace) for item, verb, namespace in checks)
+        )
+        self.missing_permissions = [
+            item.describe(verb, namespace)
+            for (item, verb, namespace), allowed in zip(checks, answers, strict=True)
+            if not allowed
+        ]
+        for missing in self.missing_permissions:
+            log.error("the operator's identity may not %s", missing)
+        self.permissions_checked = True
+
+    def readiness(self) -> tuple[bool, str]:
+        if not self.permissions_checked:
+            return False, "checking permissions"
+        if self.missing_permissions:
+            return False, "missing permissions: " + "; ".join(self.missing_permissions)
+        return True, "ok"
+
+
+def _connection_info(found: Credentials) -> kopf.ConnectionInfo:
+    return kopf.ConnectionInfo(
+        server=found.server,
+        ca_path=found.ca_path,
+        ca_data=found.ca_data,
+        insecure=found.insecure,
+        scheme="Bearer" if found.token else None,
+        token=found.token,
+        certificate_path=found.certificate_path,
+        certificate_data=found.certificate_data,
+        private_key_path=found.private_key_path,
+        private_key_data=found.private_key_data,
+    )
+
+
+@kopf.on.startup()
+def _configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    settings.posting.enabled = False  # our own Events say what matters; kopf's would echo every log line
+    settings.watching.server_timeout = 300  # the API server closes the watch; we reconnect
+    settings.watching.client_timeout = 330
+    settings.watching.connect_timeout = 30
+    settings.watching.inactivity_timeout = 600  # reconnect a watch that went silent behind a proxy
+    settings.networking.request_timeout = 60
+
+
+@kopf.on.login()
+def _login(memo: kopf.Memo, **_: Any) -> kopf.ConnectionInfo:
+    operator: Operator = memo["operator"]
+    return _connection_info(operator.credentials)
+
+
+@kopf.on.event(v1alpha1.GROUP, v1alpha1.VERSION, v1alpha1.PLURAL)
+def _smd_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    operator: Operator = memo["operator"]
+    operator.observe(event.get("type"), event["object"])
+
+
+async def run(
+    config: OperatorConfig,
+    *,
+    kubeconfig: Path | None = None,
+    clock: Clock = utc_now,
+    http_port: int = 8080,
+    stop: threading.Event | None = None,
+    started: threading.Event | None = None,
+) -> None:
+    """Run until `stop` is set, or forever. The events let a test run the operator in a thread."""
+    kube_config = load_config(kubeconfig)
+    kube = Kube(kube_config)
+    operator = Operator(config=config, kube=kube, credentials=credentials(kube_config), clock=clock)
+    server = HealthServer(operator.readiness)
+    tasks = [asyncio.create_task(operator.worker()) for _ in range(config.workers)]
+    tasks.append(asyncio.create_task(operator.resync()))
+    try:
+        await server.start(http_port)
+        await operator.check_permissions()
+        namespaces = list(config.watch_namespaces)
+        await kopf.operator(
+            standalone=True,
+            clusterwide=not namespaces,
+            namespaces=namespaces,
+            memo=kopf.Memo(operator=operator),
+            stop_flag=stop,
+            ready_flag=started,
+        )
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await server.stop()
+        await kube.close()

@@ -1,0 +1,1 @@
+"""All I/O with the Kubernetes API server lives in this package."""

@@ -1,0 +1,237 @@
+"""The only way the operator talks to the API server.
+
+Objects travel as plain dicts (lightkube's generic resources are dict subclasses), so the pure layers
+never see a client type. Every write is counted in `securemodels_api_writes_total`, which is how the
+benchmarks and tests know that a steady state writes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx2
+from lightkube import ApiError, AsyncClient, KubeConfig, operators
+from lightkube.config.kubeconfig import SingleConfig
+from lightkube.generic_resource import create_global_resource, create_namespaced_resource
+from lightkube.types import PatchType
+
+from securemodels import metrics
+from securemodels.api import v1alpha1
+from securemodels.desired.naming import FIELD_MANAGER
+
+log = logging.getLogger(__name__)
+
+# kind -> (group, version, plural, namespaced)
+_KINDS: dict[str, tuple[str, str, str, bool]] = {
+    "Deployment": ("apps", "v1", "deployments", True),
+    "Service": ("", "v1", "services", True),
+    "ServiceAccount": ("", "v1", "serviceaccounts", True),
+    "Secret": ("", "v1", "secrets", True),
+    "ConfigMap": ("", "v1", "configmaps", True),
+    "PersistentVolumeClaim": ("", "v1", "persistentvolumeclaims", True),
+    "Event": ("", "v1", "events", True),
+    "NetworkPolicy": ("networking.k8s.io", "v1", "networkpolicies", True),
+    "Role": ("rbac.authorization.k8s.io", "v1", "roles", True),
+    "RoleBinding": ("rbac.authorization.k8s.io", "v1", "rolebindings", True),
+    "ClusterRoleBinding": ("rbac.authorization.k8s.io", "v1", "clusterrolebindings", False),
+    "StorageClass": ("storage.k8s.io", "v1", "storageclasses", False),
+    "Node": ("", "v1", "nodes", False),
+    "Namespace": ("", "v1", "namespaces", False),
+    "SelfSubjectAccessReview": ("authorization.k8s.io", "v1", "selfsubjectaccessreviews", False),
+    v1alpha1.KIND: (v1alpha1.GROUP, v1alpha1.VERSION, v1alpha1.PLURAL, True),
+}
+_RESOURCES: dict[str, Any] = {
+    kind: (create_namespaced_resource if namespaced else create_global_resource)(group, version, kind, plural)
+    for kind, (group, version, plural, namespaced) in _KINDS.items()
+}
+
+
+# A label-selector value meaning "the label is present, whatever its value".
+EXISTS = operators.exists()
+
+
+class KubeError(Exception):
+    """An API call failed. `code` is the HTTP status, 0 for transport trouble."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+    @property
+    def transient(self) -> bool:
+        """Worth retrying with backoff: transport trouble, throttling, server errors, conflicts."""
+        return self.code == 0 or self.code in (409, 429) or self.code >= 500
+
+
+def _error(error: Exception) -> KubeError:
+    if isinstance(error, ApiError):
+        return KubeError(error.status.code or 0, error.status.message or str(error))
+    return KubeError(0, f"{type(error).__name__}: {error}")
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """How to reach the API server, for kopf's own watch connections."""
+
+    server: str
+    ca_path: str | None = None
+    ca_data: str | None = None
+    insecure: bool = False
+    token: str | None = None
+    certificate_path: str | None = None
+    certificate_data: str | None = None
+    private_key_path: str | None = None
+    private_key_data: str | None = None
+
+
+def load_config(kubeconfig: Path | None) -> KubeConfig:
+    """An explicit kubeconfig, else in-cluster service account, else $KUBECONFIG or ~/.kube/config."""
+    return KubeConfig.from_file(kubeconfig) if kubeconfig else KubeConfig.from_env()
+
+
+def credentials(config: KubeConfig) -> Credentials:
+    single: SingleConfig | None = config.get()
+    if single is None:
+        raise ValueError("the kubeconfig has no current context")
+    cluster, user = single.cluster, single.user
+
+    def path(value: str | None) -> str | None:
+        return str(single.abs_file(value)) if value else None
+
+    token = user.token if user else None
+    if user and user.token_file:
+        token = Path(single.abs_file(user.token_file)).read_text().strip()
+    return Credentials(
+        server=cluster.server,
+        ca_path=path(cluster.certificate_auth),
+        ca_data=cluster.certificate_auth_data,
+        insecure=cluster.insecure,
+        token=token,
+        certificate_path=path(user.client_cert) if user else None,
+        certificate_data=user.client_cert_data if user else None,
+        private_key_path=path(user.client_key) if user else None,
+        private_key_data=user.client_key_data if user else None,
+    )
+
+
+class Kube:
+    """Thin async wrapper over lightkube that speaks dicts and counts writes."""
+
+    def __init__(self, config: KubeConfig, timeout: float = 30.0) -> None:
+        self._api = AsyncClient(config=config, field_manager=FIELD_MANAGER, timeout=timeout)
+
+    async def close(self) -> None:
+        await self._api.close()
+
+    async def get(self, kind: str, name: str, namespace: str | None = None) -> dict[str, Any] | None:
+        try:
+            found = await self._api.get(_RESOURCES[kind], name, namespace=namespace)
+        except ApiError as error:
+            if error.status.code == 404:
+                return None
+            raise _error(error) from error
+        except httpx2.HTTPError as error:
+            raise _error(error) from error
+        return dict(found)
+
+    async def list(
+        self,
+        kind: str,
+        namespace: str | None = None,
+        labels: Mapping[str, Any] | None = None,
+        limit: int | None = None,
+    ) -> list[dict[str, Any]]:
+        try:
+            scope = {"namespace": namespace or "*"} if _KINDS[kind][3] else {}
+            items = self._api.list(_RESOURCES[kind], labels=dict(labels) if labels else None, chunk_size=limit, **scope)
+            found: list[dict[str, Any]] = []
+            async for item in items:
+                found.append({"apiVersion": _api_version(kind), "kind": kind, **item})
+                if limit is not None and len(found) >= limit:
+                    break
+            return found
+        except (ApiError, httpx2.HTTPError) as error:
+            raise _error(error) from error
+
+    async def apply(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
+        """Server-side apply with force: the operator owns every field it sets."""
+        kind, metadata = manifest["kind"], manifest["metadata"]
+        metrics.API_WRITES.labels(verb="apply", kind=kind).inc()
+        try:
+            applied = await self._api.patch(
+                _RESOURCES[kind],
+                metadata["name"],
+                dict(manifest),
+                namespace=metadata.get("namespace"),
+                patch_type=PatchType.APPLY,
+                force=True,
+            )
+        except (ApiError, httpx2.HTTPError) as error:
+            raise _error(error) from error
+        return dict(applied)
+
+    async def create(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
+        kind, metadata = manifest["kind"], manifest["metadata"]
+        metrics.API_WRITES.labels(verb="create", kind=kind).inc()
+        try:
+            created = await self._api.create(_RESOURCES[kind](dict(manifest)), namespace=metadata.get("namespace"))
+        except (ApiError, httpx2.HTTPError) as error:
+            raise _error(error) from error
+        return dict(created)
+
+    async def delete(self, kind: str, name: str, namespace: str | None = None) -> bool:
+        """False when it was already gone."""
+        metrics.API_WRITES.labels(verb="delete", kind=kind).inc()
+        try:
+            await self._api.delete(_RESOURCES[kind], name, namespace=namespace)
+        except ApiError as error:
+            if error.status.code == 404:
+                return False
+            raise _error(error) from error
+        except httpx2.HTTPError as error:
+            raise _error(error) from error
+        return True
+
+    async def patch_status(self, name: str, namespace: str, status: Mapping[str, Any]) -> None:
+        """JSON merge patch of the status subresource (send nulls to remove fields)."""
+        metrics.API_WRITES.labels(verb="patch_status", kind=v1alpha1.KIND).inc()
+        try:
+            await self._api.patch(
+                _RESOURCES[v1alpha1.KIND].Status,
+                name,
+                {"status": dict(status)},
+                namespace=namespace,
+                patch_type=PatchType.MERGE,
+            )
+        except (ApiError, httpx2.HTTPError) as error:
+            raise _error(error) from error
+
+    async def allowed(self, verb: str, group: str, resource: str, namespace: str | None = None) -> bool:
+        """SelfSubjectAccessReview: may the operator's own identity do this?"""
+        review = {
+            "apiVersion": "authorization.k8s.io/v1",
+            "kind": "SelfSubjectAccessReview",
+            "metadata": {},
+            "spec": {
+                "resourceAttributes": {
+                    "verb": verb,
+                    "group": group,
+                    "resource": resource,
+                    **({"namespace": namespace} if namespace else {}),
+                }
+            },
+        }
+        try:
+            result = await self._api.create(_RESOURCES["SelfSubjectAccessReview"](review))
+        except (ApiError, httpx2.HTTPError) as error:
+            raise _error(error) from error
+        return bool(dict(result).get("status", {}).get("allowed"))
+
+
+def _api_version(kind: str) -> str:
+    group, version, _, _ = _KINDS[kind]
+    return f"{group}/{version}" if group else version

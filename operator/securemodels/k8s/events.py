@@ -1,0 +1,62 @@
+"""Kubernetes Events: few, meaningful, and never carrying key material."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from securemodels.api import v1alpha1
+from securemodels.desired.naming import Owner
+from securemodels.k8s.client import Kube, KubeError
+
+log = logging.getLogger(__name__)
+COMPONENT = "secure-model-operator"
+
+
+def about_smd(owner: Owner) -> dict[str, str]:
+    return {
+        "apiVersion": f"{v1alpha1.GROUP}/{v1alpha1.VERSION}",
+        "kind": v1alpha1.KIND,
+        "name": owner.name,
+        "namespace": owner.namespace,
+        "uid": owner.uid,
+    }
+
+
+def about(item: Mapping[str, Any]) -> dict[str, str]:
+    metadata = item["metadata"]
+    return {
+        "apiVersion": item["apiVersion"],
+        "kind": item["kind"],
+        "name": metadata["name"],
+        "namespace": metadata.get("namespace", ""),
+        "uid": metadata.get("uid", ""),
+    }
+
+
+async def post(
+    kube: Kube, involved: Mapping[str, str], kind: str, reason: str, message: str, now: datetime
+) -> None:
+    """Best effort: a lost Event must never fail a reconcile."""
+    timestamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+    event = {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"generateName": f"{involved['name']}.", "namespace": involved["namespace"]},
+        "involvedObject": dict(involved),
+        "type": kind,
+        "reason": reason,
+        "message": message[:1024],
+        "source": {"component": COMPONENT},
+        "reportingComponent": COMPONENT,
+        "firstTimestamp": timestamp,
+        "lastTimestamp": timestamp,
+        "count": 1,
+    }
+    log.info("event %s %s %s/%s: %s", kind, reason, involved["namespace"], involved["name"], message)
+    try:
+        await kube.create(event)
+    except KubeError as error:
+        log.warning("could not post event %s on %s/%s: %s", reason, involved["namespace"], involved["name"], error)

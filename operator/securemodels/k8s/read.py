@@ -1,0 +1,154 @@
+"""Reads that feed the pure layers: the SMD's live children, and facts about what it refers to.
+
+Secret data is read only where the operator needs it (its own TLS Secrets and the CA); for Secrets the
+model's environment refers to, only existence and keys are looked at, never values.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections.abc import Mapping
+from typing import Any
+
+from securemodels.desired import naming
+from securemodels.desired.controls import mtls, residency, storage
+from securemodels.desired.model import Context, Facts, Manifest, Observed
+from securemodels.k8s.client import EXISTS, Kube
+from securemodels.pki import CertificateInfo, KeyPair, certificate_info
+
+
+def decode(data: Mapping[str, str] | None) -> dict[str, bytes]:
+    return {key: base64.b64decode(value) for key, value in (data or {}).items()}
+
+
+def key_pair(secret: Manifest | None) -> KeyPair | None:
+    if secret is None:
+        return None
+    data = decode(secret.get("data"))
+    if "tls.crt" not in data or "tls.key" not in data:
+        return None
+    return KeyPair(cert_pem=data["tls.crt"], key_pem=data["tls.key"])
+
+
+def _certificate(secret: Manifest | None) -> CertificateInfo | None:
+    pair = key_pair(secret)
+    if pair is None:
+        return None
+    try:
+        return certificate_info(pair.cert_pem)
+    except ValueError:
+        return None
+
+
+async def observe(kube: Kube, owner: naming.Owner) -> tuple[Observed, Manifest | None]:
+    """The live children, and the live TLS Secret (the handler needs its key to keep using it)."""
+    namespace, ours = owner.namespace, {
+        "app.kubernetes.io/instance": owner.name,
+        "app.kubernetes.io/managed-by": naming.MANAGED_BY,
+    }
+    (
+        deployment,
+        service,
+        account,
+        sidecar_config,
+        tls_secret,
+        claims,
+        policies,
+        roles,
+        bindings,
+        cluster_bindings,
+    ) = await asyncio.gather(
+        kube.get("Deployment", owner.name, namespace),
+        kube.get("Service", owner.name, namespace),
+        kube.get("ServiceAccount", owner.name, namespace),
+        kube.get("ConfigMap", owner.child(mtls.SIDECAR_PURPOSE), namespace),
+        kube.get("Secret", owner.child(mtls.TLS_PURPOSE), namespace),
+        kube.list("PersistentVolumeClaim", namespace, ours),
+        kube.list("NetworkPolicy", namespace),
+        kube.list("Role", namespace, ours),
+        kube.list("RoleBinding", namespace),
+        kube.list("ClusterRoleBinding"),
+    )
+    owned = [claim for claim in claims if owned_by(claim, owner)]
+    observed = Observed(
+        deployment=deployment if owned_by(deployment, owner) else None,
+        service=service if owned_by(service, owner) else None,
+        service_account=account if owned_by(account, owner) else None,
+        sidecar_config=sidecar_config,
+        server_certificate=_certificate(tls_secret),
+        pvc=next((claim for claim in owned if claim["metadata"]["name"] == owner.child(storage.PURPOSE)), None),
+        network_policies=tuple(policies),
+        roles=tuple(role for role in roles if owned_by(role, owner)),
+        role_bindings=tuple(bindings),
+        cluster_role_bindings=tuple(cluster_bindings),
+    )
+    return observed, tls_secret
+
+
+def owned_by(item: Manifest | None, owner: naming.Owner) -> bool:
+    """Objects with our name but another owner are not ours to judge, change or delete."""
+    if item is None:
+        return False
+    return any(ref.get("uid") == owner.uid for ref in item["metadata"].get("ownerReferences") or [])
+
+
+async def facts(kube: Kube, context: Context, references: list[tuple[str, str]]) -> Facts:
+    spec, namespace = context.spec, context.owner.namespace
+
+    async def missing_reference(kind: str, name: str) -> str | None:
+        found = await kube.get(kind, name, namespace)
+        return None if found is not None else f"{kind}/{name}"
+
+    async def region_has_nodes() -> bool | None:
+        if spec.residency is None:
+            return None
+        nodes = await kube.list("Node", labels={residency.REGION_LABEL: list(spec.residency.regions)}, limit=1)
+        return bool(nodes)
+
+    async def missing_namespace(name: str) -> str | None:
+        return None if await kube.get("Namespace", name) is not None else name
+
+    storage_class = (
+        kube.get("StorageClass", spec.storage.storage_class_name) if spec.storage else asyncio.sleep(0, None)
+    )
+    client_namespaces = sorted({client.namespace for client in spec.mtls.clients})
+    found_class, has_nodes, *rest = await asyncio.gather(
+        storage_class,
+        region_has_nodes(),
+        *(missing_reference(kind, name) for kind, name in references),
+        *(missing_namespace(name) for name in client_namespaces),
+    )
+    missing_refs, missing_namespaces = rest[: len(references)], rest[len(references) :]
+    return Facts(
+        storage_class=found_class,
+        missing_references=tuple(item for item in missing_refs if item),
+        region_has_nodes=has_nodes,
+        missing_client_namespaces=tuple(item for item in missing_namespaces if item),
+    )
+
+
+async def client_secrets(kube: Kube, context: Context) -> dict[str, KeyPair | None]:
+    """The client certificates already delivered, by client identity."""
+    clients = [
+        client
+        for client in context.spec.mtls.clients
+        if client.namespace not in context.facts.missing_client_namespaces
+    ]
+    secrets = await asyncio.gather(
+        *(kube.get("Secret", mtls.client_secret_name(context, client), client.namespace) for client in clients)
+    )
+    return {mtls.client_identity(client): key_pair(secret) for client, secret in zip(clients, secrets, strict=True)}
+
+
+async def remote_objects(kube: Kube, owner_uid: str | None = None) -> list[Manifest]:
+    """Client Secrets and CA bundles in other namespaces: one SMD's (by uid), or everyone's."""
+    labels: dict[str, Any] = {
+        "app.kubernetes.io/managed-by": naming.MANAGED_BY,
+        naming.OWNER_UID_LABEL: owner_uid or EXISTS,
+    }
+    secrets, config_maps = await asyncio.gather(
+        kube.list("Secret", labels=labels), kube.list("ConfigMap", labels=labels)
+    )
+    return [*secrets, *config_maps]
+

@@ -1,0 +1,46 @@
+"""Fixtures shared by every test directory: the local control plane is started at most once."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from localcluster import LocalCluster, running_cluster
+from support.kube import Kubectl
+from support.paths import CRD, OPERATOR_NAMESPACE
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    with running_cluster(tmp_path_factory.mktemp("cluster")) as local:
+        local.kubectl("apply", "--server-side", "-f", str(CRD))
+        local.kubectl("wait", "--for=condition=Established", "--timeout=60s", "-f", str(CRD))
+        local.kubectl("create", "namespace", OPERATOR_NAMESPACE)
+        yield local
+
+
+@pytest.fixture(scope="session")
+def kubectl(cluster: LocalCluster) -> Kubectl:
+    return Kubectl(cluster)
+
+
+@pytest.fixture
+def namespace(kubectl: Kubectl, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace enforcing Pod Security "restricted"."""
+    name = f"t-{request.node.name[:30].lower().replace('_', '-').strip('-')}-{uuid.uuid4().hex[:5]}"
+    kubectl.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {
+                "name": name,
+                "labels": {
+                    "pod-security.kubernetes.io/enforce": "restricted",
+                    "pod-security.kubernetes.io/enforce-version": "latest",
+                },
+            },
+        }
+    )
+    yield name
+    kubectl("delete", "namespace", name, "--wait=false")

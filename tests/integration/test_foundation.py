@@ -1,0 +1,140 @@
+"""The first hardened reconcile, on the real control plane: admission, Ready, no-op, deletion."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import pytest
+import yaml
+from support.kube import Kubectl, wait_for
+from support.manifests import smd
+from support.operator import RESYNC_SECONDS, RunningOperator
+
+pytestmark = pytest.mark.integration
+
+CHILD_KINDS = ("deployment", "service", "serviceaccount", "networkpolicy", "secret", "configmap", "role", "rolebinding")
+
+
+def ready(kubectl: Kubectl, name: str, namespace: str) -> dict[str, Any] | None:
+    found = kubectl.get("smd", name, namespace)
+    condition = kubectl.condition(found, "Ready")
+    return found if condition and condition["status"] == "True" else None
+
+
+def children(kubectl: Kubectl, name: str, namespace: str) -> list[dict[str, Any]]:
+    selector = f"app.kubernetes.io/instance={name},app.kubernetes.io/managed-by=secure-model-operator"
+    found = []
+    for kind in CHILD_KINDS:
+        found += kubectl.items(kind, namespace, selector)
+    return found
+
+
+def test_a_tag_instead_of_a_digest_is_refused_by_the_api_server(kubectl: Kubectl, namespace: str) -> None:
+    manifest = smd("tagged", namespace, model={"image": "nginx:latest"})
+
+    result = kubectl.run("apply", "-f", "-", stdin=yaml.safe_dump(manifest))
+
+    assert result.returncode != 0
+    assert "spec.model.image" in result.stderr
+    assert "pinned by digest" in result.stderr
+    assert kubectl.get("smd", "tagged", namespace) is None
+    assert kubectl.items("deployment", namespace) == []
+
+
+def test_a_valid_smd_becomes_ready_with_owned_labelled_children_and_admitted_pods(
+    kubectl: Kubectl, namespace: str, operator: RunningOperator
+) -> None:
+    kubectl.apply(
+        smd(
+            "fraud",
+            namespace,
+            model={"replicas": 2},
+            access={"viewers": [{"kind": "Group", "name": "auditors"}], "deployers": [{"kind": "User", "name": "a"}]},
+        )
+    )
+
+    found = wait_for(lambda: ready(kubectl, "fraud", namespace), timeout=60, what="fraud Ready")
+
+    uid = found["metadata"]["uid"]
+    status = found["status"]
+    assert status["phase"] == "Ready"
+    assert status["observedGeneration"] == found["metadata"]["generation"]
+    assert kubectl.condition(found, "Compliant")["status"] == "True"
+    assert {control["name"]: control["status"] for control in status["controls"]} == {
+        "image-digest": "Pass",
+        "network-isolation": "Pass",
+        "mtls": "Pass",
+        "rbac": "Pass",
+        "storage-encryption": "Pass",
+        "data-residency": "Pass",
+        "pod-security": "Pass",
+    }
+    kinds = sorted(item["kind"] for item in children(kubectl, "fraud", namespace))
+    assert kinds == sorted(
+        ["ConfigMap", "Deployment", "NetworkPolicy", "Role", "Role", "RoleBinding", "RoleBinding", "Secret", "Service", "ServiceAccount"]
+    )
+    for item in children(kubectl, "fraud", namespace):
+        owners = item["metadata"]["ownerReferences"]
+        assert [(owner["kind"], owner["uid"], owner["controller"]) for owner in owners] == [
+            ("SecureModelDeployment", uid, True)
+        ], item["metadata"]["name"]
+        labels = item["metadata"]["labels"]
+        assert labels["app.kubernetes.io/managed-by"] == "secure-model-operator"
+        assert labels["app.kubernetes.io/instance"] == "fraud"
+        assert labels["app.kubernetes.io/name"] == "secure-model"
+    # kube-controller-manager created the pods, and Pod Security "restricted" admitted them.
+    pods = kubectl.items("pod", namespace, "app.kubernetes.io/instance=fraud")
+    assert len(pods) == 2
+    assert all(pod["status"]["phase"] == "Running" for pod in pods)
+
+
+def test_pod_security_admission_is_really_enforced_in_the_test_namespace(kubectl: Kubectl, namespace: str) -> None:
+    """Guards the test above: a pod with default settings must be refused in the same kind of namespace."""
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "naughty", "namespace": namespace},
+        "spec": {"containers": [{"name": "c", "image": "busybox"}]},
+    }
+
+    result = kubectl.run("apply", "-f", "-", stdin=json.dumps(pod))
+
+    assert result.returncode != 0
+    assert "violates PodSecurity" in result.stderr
+
+
+def test_a_second_reconcile_of_an_unchanged_smd_writes_nothing(
+    kubectl: Kubectl, namespace: str, operator: RunningOperator
+) -> None:
+    kubectl.apply(smd("steady", namespace))
+    before_smd = wait_for(lambda: ready(kubectl, "steady", namespace), timeout=60, what="steady Ready")
+    time.sleep(RESYNC_SECONDS * 1.5)  # let the post-Ready pass settle
+    before = {item["metadata"]["name"] + item["kind"]: item["metadata"]["resourceVersion"] for item in children(kubectl, "steady", namespace)}
+    before_smd = kubectl.get("smd", "steady", namespace)
+    writes_before = operator.metric("securemodels_api_writes_total", verb="apply")
+
+    time.sleep(RESYNC_SECONDS * 3)  # at least two full resyncs
+
+    after = {item["metadata"]["name"] + item["kind"]: item["metadata"]["resourceVersion"] for item in children(kubectl, "steady", namespace)}
+    assert after == before
+    assert kubectl.get("smd", "steady", namespace)["metadata"]["resourceVersion"] == before_smd["metadata"]["resourceVersion"]
+    assert operator.metric("securemodels_api_writes_total", verb="apply") == writes_before
+
+
+def test_deleting_the_smd_removes_every_child(kubectl: Kubectl, namespace: str, operator: RunningOperator) -> None:
+    kubectl("create", "namespace", f"{namespace}-gw")
+    kubectl.apply(smd("doomed", namespace, mtls={"clients": [{"name": "gw", "namespace": f"{namespace}-gw"}]}))
+    wait_for(lambda: ready(kubectl, "doomed", namespace), timeout=60, what="doomed Ready")
+    assert kubectl.get("secret", f"doomed.{namespace}.client-gw", f"{namespace}-gw") is not None
+
+    kubectl("delete", "smd", "doomed", "-n", namespace)
+
+    wait_for(lambda: not children(kubectl, "doomed", namespace), timeout=60, what="children gone")
+    wait_for(lambda: not kubectl.items("pod", namespace, "app.kubernetes.io/instance=doomed"), what="pods gone")
+    wait_for(
+        lambda: kubectl.get("secret", f"doomed.{namespace}.client-gw", f"{namespace}-gw") is None,
+        what="client Secret in the other namespace gone",
+    )
+    kubectl("delete", "namespace", f"{namespace}-gw", "--wait=false")

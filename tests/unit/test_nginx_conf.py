@@ -1,0 +1,234 @@
+"""The sidecar's rendered nginx.conf. What nginx does with it is proven in tests/mtls."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+
+from securemodels.desired import nginx
+from securemodels.desired.nginx import SidecarPaths, render_nginx_conf
+
+IDENTITIES = ("gateway.ml-gw", "batch-scorer.ml-jobs")
+MAP_OPENING = '    map "$ssl_client_verify $ssl_client_s_dn" $securemodels_client_identity'
+
+
+def render(**overrides: Any) -> str:
+    arguments: dict[str, Any] = {
+        "model_port": 8080,
+        "health_path": "/health/ready",
+        "min_tls_version": "1.3",
+        "client_identities": IDENTITIES,
+    }
+    return render_nginx_conf(**{**arguments, **overrides})
+
+
+def directives(conf: str, name: str) -> list[str]:
+    """Arguments of every `name ...;` directive, in order."""
+    return [match.group(1) for match in re.finditer(rf"^\s*{name}\s+([^;{{]*);", conf, re.MULTILINE)]
+
+
+def block(conf: str, opening: str) -> str:
+    """The text of the block that starts with `opening {`, up to its matching brace."""
+    start = conf.index(opening + " {")
+    depth = 0
+    for index in range(start, len(conf)):
+        depth += {"{": 1, "}": -1}.get(conf[index], 0)
+        if depth == 0 and conf[index] == "}":
+            return conf[start : index + 1]
+    raise AssertionError(f"unbalanced block {opening}")
+
+
+def tls_server(conf: str) -> str:
+    return block(conf[conf.index("    server {") :], "server")
+
+
+def health_server(conf: str) -> str:
+    second = conf.index("    server {", conf.index("    server {") + 1)
+    return block(conf[second:], "server")
+
+
+def test_main_context_fits_a_read_only_container() -> None:
+    conf = render(paths=SidecarPaths(tls_dir="/certs", tmp_dir="/scratch"))
+
+    assert directives(conf, "daemon") == ["off"]
+    assert directives(conf, "pid") == ["/scratch/nginx.pid"]
+    assert directives(conf, "error_log") == ["stderr warn"]
+    assert directives(conf, "access_log")[0] == "/dev/stdout securemodels"
+    temp_paths = {
+        name: directives(conf, f"{name}_temp_path")
+        for name in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    }
+    assert temp_paths == {name: [f"/scratch/{name}"] for name in temp_paths}
+    assert directives(conf, "server_tokens") == ["off"]
+    assert "include" not in conf
+
+
+def test_every_file_nginx_touches_is_under_the_given_directories() -> None:
+    conf = render(paths=SidecarPaths(tls_dir="/run/x/tls/", tmp_dir="/var/tmp/ngx"))
+    file_directives = ("pid", "ssl_certificate", "ssl_certificate_key", "ssl_client_certificate")
+    files = [value for name in file_directives for value in directives(conf, name)]
+    files += [value for value in directives(conf, r"\w+_temp_path")]
+
+    assert sorted(files) == sorted(
+        [
+            "/var/tmp/ngx/nginx.pid",
+            "/run/x/tls/tls.crt",
+            "/run/x/tls/tls.key",
+            "/run/x/tls/ca.crt",
+            *(f"/var/tmp/ngx/{name}" for name in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")),
+        ]
+    )
+
+
+def test_default_paths_are_the_pod_layout() -> None:
+    conf = render()
+    assert directives(conf, "ssl_certificate") == ["/etc/securemodels/tls/tls.crt"]
+    assert directives(conf, "pid") == ["/tmp/nginx/nginx.pid"]
+
+
+def test_tls_13_only_by_default() -> None:
+    server = tls_server(render())
+
+    assert directives(server, "ssl_protocols") == ["TLSv1.3"]
+    assert directives(server, "ssl_ciphers") == []
+
+
+def test_tls_12_option_allows_only_ecdhe_aead_ciphers() -> None:
+    server = tls_server(render(min_tls_version="1.2"))
+    [ciphers] = directives(server, "ssl_ciphers")
+
+    assert directives(server, "ssl_protocols") == ["TLSv1.2 TLSv1.3"]
+    assert ciphers.split(":") == list(nginx.TLS12_CIPHERS)
+    for cipher in ciphers.split(":"):
+        assert cipher.startswith(("ECDHE-ECDSA-", "ECDHE-RSA-"))
+        assert cipher.endswith(("-GCM-SHA256", "-GCM-SHA384", "-CHACHA20-POLY1305"))
+
+
+def test_client_certificate_is_required_and_sessions_are_not_resumed() -> None:
+    server = tls_server(render(tls_port=9443, paths=SidecarPaths(tls_dir="/t")))
+
+    assert directives(server, "listen") == ["9443 ssl"]
+    assert directives(server, "ssl_verify_client") == ["on"]
+    assert directives(server, "ssl_client_certificate") == ["/t/ca.crt"]
+    assert directives(server, "ssl_verify_depth") == ["1"]
+    assert directives(server, "ssl_session_tickets") == ["off"]
+    assert directives(server, "ssl_session_cache") == ["off"]
+
+
+def test_identities_map_matches_exact_verified_subjects() -> None:
+    conf = render(client_identities=["gateway.ml-gw", "a-b.c", "gateway.ml-gw"])
+    identity_map = block(conf, MAP_OPENING)
+
+    entries = re.findall(r'^\s*("[^"]*")\s+("[^"]*");', identity_map, re.MULTILINE)
+    assert entries == [
+        ('"~^SUCCESS CN=a-b\\.c$"', '"a-b.c"'),
+        ('"~^SUCCESS CN=gateway\\.ml-gw$"', '"gateway.ml-gw"'),
+    ]
+    assert directives(identity_map, "default") == ['""']
+
+
+def test_identity_order_does_not_change_the_file() -> None:
+    assert render(client_identities=IDENTITIES) == render(client_identities=tuple(reversed(IDENTITIES)))
+
+
+def test_allow_list_is_always_enforced() -> None:
+    for identities in ((), IDENTITIES):
+        server = tls_server(render(client_identities=identities))
+        assert 'if ($securemodels_client_identity = "") {\n            return 403;\n        }' in server
+
+
+def test_without_clients_the_map_admits_nobody() -> None:
+    identity_map = block(render(client_identities=()), MAP_OPENING)
+    assert identity_map.splitlines()[1:] == ['        default "";', "    }"]
+
+
+def test_model_gets_the_verified_identity_and_nothing_else_from_the_client() -> None:
+    location = block(tls_server(render(model_port=7000)), "location /")
+
+    assert directives(location, "proxy_pass") == ["http://127.0.0.1:7000"]
+    assert directives(location, "proxy_set_header") == [
+        'Connection ""',
+        "X-Client-Identity $securemodels_client_identity",
+    ]
+
+
+def test_health_server_answers_two_paths_only() -> None:
+    server = health_server(render(model_port=7000, health_port=9081, health_path="/v2/health/ready"))
+
+    assert directives(server, "listen") == ["9081"]
+    assert "ssl" not in server
+    assert directives(block(server, "location = /healthz"), "proxy_pass") == [
+        "http://127.0.0.1:7000/v2/health/ready"
+    ]
+    assert directives(block(server, "location = /sidecar-healthz"), "return") == ['200 "ok\\n"']
+    assert directives(block(server, "location /"), "return") == ["404"]
+    assert directives(server, "access_log") == ["off"]
+
+
+@pytest.mark.parametrize(
+    ("address", "tls_listen", "health_listen"),
+    [("127.0.0.1", "127.0.0.1:8443 ssl", "127.0.0.1:8081"), ("::1", "[::1]:8443 ssl", "[::1]:8081")],
+)
+def test_listen_address(address: str, tls_listen: str, health_listen: str) -> None:
+    conf = render(listen_address=address)
+    assert directives(tls_server(conf), "listen") == [tls_listen]
+    assert directives(health_server(conf), "listen") == [health_listen]
+
+
+def test_default_ports_are_the_api_ones() -> None:
+    conf = render()
+    assert directives(tls_server(conf), "listen") == ["8443 ssl"]
+    assert directives(health_server(conf), "listen") == ["8081"]
+
+
+@pytest.mark.parametrize(
+    "identity",
+    [
+        'gateway"; return 200; #',
+        "gateway ml-gw",
+        "Gateway.ml-gw",
+        "gateway{x}",
+        "gateway$host",
+        "gateway\n",
+        "gateway\\.x",
+        "gateway;",
+        "",
+        "-gateway",
+        "gateway.",
+        ".*",
+        "CN=gateway",
+    ],
+)
+def test_identities_that_could_inject_nginx_syntax_are_refused(identity: str) -> None:
+    with pytest.raises(ValueError, match="client identity"):
+        render(client_identities=["gateway.ml-gw", identity])
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"health_path": "healthz"},
+        {"health_path": "/healthz; return 200"},
+        {"health_path": "/$request_uri"},
+        {"paths": SidecarPaths(tls_dir="relative")},
+        {"paths": SidecarPaths(tmp_dir="/tmp/a b")},
+        {"paths": SidecarPaths(tls_dir="/etc/{x}")},
+        {"model_port": 8443},
+        {"health_port": 8080},
+        {"model_port": 0},
+        {"tls_port": 70000},
+        {"listen_address": "localhost"},
+        {"min_tls_version": "1.1"},
+    ],
+)
+def test_invalid_parameters_are_refused(overrides: dict[str, Any]) -> None:
+    with pytest.raises(ValueError):
+        render(**overrides)
+
+
+def test_braces_balance() -> None:
+    conf = render(min_tls_version="1.2")
+    assert conf.count("{") == conf.count("}")
+    assert block(conf, "http").endswith("}")
