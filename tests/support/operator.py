@@ -79,13 +79,13 @@ class RunningOperator:
         except urllib.error.HTTPError as error:
             return error.code, error.read().decode()
 
-    def metric(self, name: str, **labels: str) -> float | None:
+    def metric(self, metric_name: str, **labels: str) -> float | None:
         """A sample's value from /metrics, or None when the series does not exist."""
         from prometheus_client.parser import text_string_to_metric_families
 
         _, text = self.http("/metrics")
         for family in text_string_to_metric_families(text):
             for sample in family.samples:
-                if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                if sample.name == metric_name and all(sample.labels.get(k) == v for k, v in labels.items()):
                     return float(sample.value)
         return None

@@ -38,8 +38,10 @@ class CAStore:
             if plan.changed:
                 await self._kube.apply(self._secret(plan.state))
             for note in plan.notes:
-                log.warning("operator CA: %s", note)
-                if secret is not None:
+                if secret is None:
+                    log.info("operator CA: %s", note)
+                else:
+                    log.warning("operator CA: %s", note)
                     await events.post(self._kube, events.about(secret), "Warning", "CAReplaced", note, now)
             self._export(plan.state)
             return plan.state

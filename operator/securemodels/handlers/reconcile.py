@@ -153,7 +153,7 @@ class Reconciler:
     async def _apply_remote(self, owner: naming.Owner, manifests: tuple[Manifest, ...]) -> bool:
         wanted = {(item["kind"], item["metadata"]["namespace"], item["metadata"]["name"]): item for item in manifests}
         changed = False
-        existing = await read.remote_objects(self.kube, owner.uid)
+        existing = await read.remote_objects(self.kube, self.config.watch_namespaces, owner.uid)
         live = {(item["kind"], item["metadata"]["namespace"], item["metadata"]["name"]): item for item in existing}
         for key, manifest in wanted.items():
             if key in live and carries(live[key], manifest):

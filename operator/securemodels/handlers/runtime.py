@@ -64,13 +64,22 @@ class Operator:
 
     def observe(self, event_type: str | None, body: Mapping[str, Any]) -> None:
         key = f"{body['metadata']['namespace']}/{body['metadata']['name']}"
+        known = self.bodies.get(key)
         if event_type == "DELETED":
             self.bodies.pop(key, None)
         else:
             self.bodies[key] = dict(body)
             self.uids[key] = body["metadata"]["uid"]
         metrics.MANAGED_RESOURCES.set(len(self.bodies))
-        self.queue.add(key)
+        # Our own status writes come back as events too; only a new spec (generation) is news.
+        unchanged_spec = (
+            event_type != "DELETED"
+            and known is not None
+            and known["metadata"]["uid"] == body["metadata"]["uid"]
+            and known["metadata"].get("generation") == body["metadata"].get("generation")
+        )
+        if not unchanged_spec:
+            self.queue.add(key)
 
     async def resync(self) -> None:
         while True:
@@ -131,14 +140,14 @@ class Operator:
         self.polls.pop(key, None)
         metrics.forget(namespace, name)
         if uid is not None:
-            for item in await read.remote_objects(self.kube, uid):
+            for item in await read.remote_objects(self.kube, self.config.watch_namespaces, uid):
                 metadata = item["metadata"]
                 await self.kube.delete(item["kind"], metadata["name"], metadata["namespace"])
 
     async def _sweep_orphans(self) -> None:
         """Client Secrets and CA bundles whose SMD was deleted while the operator was not running."""
         try:
-            items = await read.remote_objects(self.kube)
+            items = await read.remote_objects(self.kube, self.config.watch_namespaces)
             for item in items:
                 labels = item["metadata"].get("labels") or {}
                 owner = await self.kube.get(

@@ -141,14 +141,19 @@ async def client_secrets(kube: Kube, context: Context) -> dict[str, KeyPair | No
     return {mtls.client_identity(client): key_pair(secret) for client, secret in zip(clients, secrets, strict=True)}
 
 
-async def remote_objects(kube: Kube, owner_uid: str | None = None) -> list[Manifest]:
-    """Client Secrets and CA bundles in other namespaces: one SMD's (by uid), or everyone's."""
+async def remote_objects(
+    kube: Kube, namespaces: tuple[str, ...], owner_uid: str | None = None
+) -> list[Manifest]:
+    """Client Secrets and CA bundles in other namespaces: one SMD's (by uid), or everyone's.
+
+    `namespaces` empty: look cluster-wide; otherwise only where the operator has permissions.
+    """
     labels: dict[str, Any] = {
         "app.kubernetes.io/managed-by": naming.MANAGED_BY,
         naming.OWNER_UID_LABEL: owner_uid or EXISTS,
     }
-    secrets, config_maps = await asyncio.gather(
-        kube.list("Secret", labels=labels), kube.list("ConfigMap", labels=labels)
+    scopes: tuple[str | None, ...] = namespaces or (None,)
+    found = await asyncio.gather(
+        *(kube.list(kind, namespace, labels) for kind in ("Secret", "ConfigMap") for namespace in scopes)
     )
-    return [*secrets, *config_maps]
-
+    return [item for items in found for item in items]
