@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 from localcluster import LocalCluster, running_cluster
-from support.kube import Kubectl
+from support.kube import Kubectl, wait_for
 from support.paths import CRD, OPERATOR_NAMESPACE
 
 
@@ -15,7 +15,11 @@ from support.paths import CRD, OPERATOR_NAMESPACE
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     with running_cluster(tmp_path_factory.mktemp("cluster")) as local:
         local.kubectl("apply", "--server-side", "-f", str(CRD))
-        local.kubectl("wait", "--for=condition=Established", "--timeout=60s", "-f", str(CRD))
+        established = '{.status.conditions[?(@.type=="Established")].status}'
+        wait_for(
+            lambda: Kubectl(local).run("get", "-f", str(CRD), "-o", f"jsonpath={established}").stdout == "True",
+            what="the CRD to be established",
+        )
         local.kubectl("create", "namespace", OPERATOR_NAMESPACE)
         yield local
 

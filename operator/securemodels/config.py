@@ -10,8 +10,10 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
+
+from securemodels.api.v1alpha1 import DIGEST_IMAGE_PATTERN
 
 # Provisioner -> (parameter, values that mean "encrypted"; empty tuple: any non-empty value).
 DEFAULT_ENCRYPTING_PROVISIONERS: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -68,12 +70,24 @@ class OperatorConfig(BaseModel):
     monitoring_namespace: str = Field(
         "monitoring", description="Namespace whose pods may scrape the models' metrics ports."
     )
-    sidecar_image: str = Field(DEFAULT_SIDECAR_IMAGE, description="nginx image of the mTLS sidecar.")
+    sidecar_image: str = Field(
+        DEFAULT_SIDECAR_IMAGE, pattern=DIGEST_IMAGE_PATTERN, description="nginx image of the mTLS sidecar, by digest."
+    )
     ca_key_algorithm: Literal["ECDSA-P256", "RSA-3072"] = Field("ECDSA-P256", description="CA key type.")
     ca_duration_hours: int = Field(24 * 365, ge=48, description="Lifetime of the operator's CA.")
     encrypting_provisioners: dict[str, EncryptionParameter] = Field(default_factory=_default_provisioners)
     dns: DNSPeer = Field(default_factory=DNSPeer)
     cluster_domain: str = "cluster.local"
+
+    @model_validator(mode="after")
+    def _sidecar_from_an_allowed_registry(self) -> OperatorConfig:
+        registries = [registry.rstrip("/") + "/" for registry in self.allowed_registries]
+        if registries and not any(self.sidecar_image.startswith(registry) for registry in registries):
+            raise ValueError(
+                f"sidecarImage {self.sidecar_image} is not from a registry in allowedRegistries; "
+                "mirror it to one of them"
+            )
+        return self
 
     @classmethod
     def load(cls, path: Path | None, **overrides: object) -> OperatorConfig:

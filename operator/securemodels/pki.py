@@ -110,7 +110,8 @@ class CAPlan:
 
     state: CAState
     changed: bool
-    notes: tuple[str, ...]  # human messages for Events, e.g. why a new CA was generated
+    notes: tuple[str, ...]  # routine changes, for Normal Events: a new CA, a rotation step
+    problems: tuple[str, ...] = ()  # what was wrong with the stored CA, for Warning Events
 
 
 # ------------------------------------------------------------------------------------------ helpers
@@ -421,16 +422,19 @@ def _replace_unusable_signer(
     return _fresh(state.trusted, now, algorithm, lifetime), f"the CA signer {problem}; generated a new CA"
 
 
+def _discard_unusable_pending(state: CAState, now: datetime) -> tuple[CAState, str | None]:
+    if state.pending is None:
+        return state, None
+    problem = _validity_problem(x509.load_pem_x509_certificate(state.pending.cert_pem), now)
+    if problem is None:
+        return state, None
+    return CAState(state.signer, None, None, state.trusted), f"the next CA {problem}; discarded it"
+
+
 def _activate_pending(state: CAState, now: datetime) -> tuple[CAState, str | None]:
-    if state.pending is None or state.pending_activates_at is None:
+    if state.pending is None or state.pending_activates_at is None or now < state.pending_activates_at:
         return state, None
     pending = x509.load_pem_x509_certificate(state.pending.cert_pem)
-    problem = _validity_problem(pending, now)
-    if problem is not None:
-        dropped = CAState(state.signer, None, None, state.trusted)
-        return dropped, f"the next CA {problem}; discarded it"
-    if now < state.pending_activates_at:
-        return state, None
     return _promote(state, state.pending), f"activated the next CA ({pending.subject.rfc4514_string()})"
 
 
@@ -477,15 +481,23 @@ def plan_ca(
     except InvalidCA as error:
         state = _fresh(_salvage_trusted(current, now), now, algorithm, lifetime)
         return CAPlan(
-            state, changed=True, notes=(f"CA secret was unreadable ({error.reason}); generated a new CA",)
+            state,
+            changed=True,
+            notes=(),
+            problems=(f"CA secret was unreadable ({error.reason}); generated a new CA",),
         )
-    state, signer_note = _replace_unusable_signer(stored, now, algorithm, lifetime)
+    state, signer_problem = _replace_unusable_signer(stored, now, algorithm, lifetime)
+    state, pending_problem = _discard_unusable_pending(state, now)
     state, activation_note = _activate_pending(state, now)
     state, rotation_note = _start_rotation(state, now, algorithm, lifetime)
     state = _with_trust(state, now)
     stored_data = {key: bytes(current[key]) for key in _CA_SECRET_KEYS if key in current}
-    notes = tuple(note for note in (signer_note, activation_note, rotation_note) if note)
-    return CAPlan(state, changed=ca_to_secret_data(state) != stored_data, notes=notes)
+    return CAPlan(
+        state,
+        changed=ca_to_secret_data(state) != stored_data,
+        notes=tuple(note for note in (activation_note, rotation_note) if note),
+        problems=tuple(problem for problem in (signer_problem, pending_problem) if problem),
+    )
 
 
 # ------------------------------------------------------------------------------------------- leaves

@@ -225,9 +225,10 @@ def test_unreadable_secret_is_replaced_by_a_new_ca(ca: CAState, case: str) -> No
 
     assert plan.changed
     assert plan.state.signer.cert_pem != ca.signer.cert_pem
-    assert len(plan.notes) == 1
-    assert plan.notes[0].startswith("CA secret was unreadable (") and reason in plan.notes[0]
-    assert plan.notes[0].endswith("; generated a new CA")
+    assert plan.notes == ()
+    assert len(plan.problems) == 1
+    assert plan.problems[0].startswith("CA secret was unreadable (") and reason in plan.problems[0]
+    assert plan.problems[0].endswith("; generated a new CA")
     assert plan.state.signer.cert_pem in plan.state.trusted
 
 
@@ -259,8 +260,8 @@ def test_unusable_signer_is_replaced_at_once(ca: CAState, now: datetime, problem
     new_signer = cert(plan.state.signer.cert_pem)
 
     assert plan.changed
-    assert plan.notes[0].startswith("the CA signer " + problem)
-    assert plan.notes[0].endswith("generated a new CA")
+    assert plan.problems[0].startswith("the CA signer " + problem)
+    assert plan.problems[0].endswith("generated a new CA")
     assert new_signer.not_valid_before_utc <= now < new_signer.not_valid_after_utc
     assert (ca.signer.cert_pem in plan.state.trusted) == (problem == "not valid until")
 
@@ -354,8 +355,8 @@ def test_expired_signer_with_a_trusted_next_ca_activates_it_early(ca: CAState) -
 
     assert plan.state.signer == rotating.pending
     assert plan.state.trusted == (rotating.pending.cert_pem,)
-    assert plan.notes[0].startswith("the CA signer expired at")
-    assert plan.notes[0].endswith("; activated the next CA")
+    assert plan.problems[0].startswith("the CA signer expired at")
+    assert plan.problems[0].endswith("; activated the next CA")
 
 
 def test_rotations_never_sign_with_a_ca_that_yesterdays_bundle_did_not_trust(ca: CAState) -> None:

@@ -340,6 +340,16 @@ class Network(ApiModel):
 class MTLSClient(ApiModel):
     """A workload allowed to call the model. It gets a client certificate as a Secret in its namespace."""
 
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel(
+                "size(self.name) + size(self.__namespace__) <= 63",
+                "name and namespace together must not exceed 63 characters: the certificate's common "
+                "name <name>.<namespace> is limited to 64",
+            )
+        )
+    )
+
     name: str = Field(
         description="Client identity; the certificate's subject is CN=<name>.<namespace>.",
         pattern=DNS_LABEL_PATTERN,

@@ -38,11 +38,13 @@ class CAStore:
             if plan.changed:
                 await self._kube.apply(self._secret(plan.state))
             for note in plan.notes:
-                if secret is None:
-                    log.info("operator CA: %s", note)
-                else:
-                    log.warning("operator CA: %s", note)
-                    await events.post(self._kube, events.about(secret), "Warning", "CAReplaced", note, now)
+                log.info("operator CA: %s", note)
+                if secret is not None:
+                    await events.post(self._kube, events.about(secret), "Normal", "CARotation", note, now)
+            for problem in plan.problems:
+                log.warning("operator CA: %s", problem)
+                if secret is not None:
+                    await events.post(self._kube, events.about(secret), "Warning", "CAReplaced", problem, now)
             self._export(plan.state)
             return plan.state
 

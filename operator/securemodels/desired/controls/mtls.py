@@ -136,7 +136,7 @@ def sidecar_container(context: Context) -> dict[str, Any]:
         "name": SIDECAR,
         "image": context.config.sidecar_image,
         "imagePullPolicy": "Always",
-        "command": ["nginx", "-c", f"{CONFIG_DIR}/nginx.conf"],
+        "command": ["nginx", "-e", "stderr", "-c", f"{CONFIG_DIR}/nginx.conf"],
         "ports": [
             {"name": "https", "containerPort": TLS_PORT, "protocol": "TCP"},
             {"name": "health", "containerPort": HEALTH_PORT, "protocol": "TCP"},
