@@ -94,5 +94,7 @@ class OperatorConfig(BaseModel):
         data: dict[str, object] = {}
         if path is not None:
             data = yaml.safe_load(path.read_text()) or {}
-        data.update({key: value for key, value in overrides.items() if value is not None})
+        data.update(
+            {(cls.model_fields[key].alias or key): value for key, value in overrides.items() if value is not None}
+        )
         return cls.model_validate(data)

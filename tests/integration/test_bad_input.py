@@ -12,7 +12,7 @@ from support.operator import RESYNC_SECONDS, RunningOperator
 
 pytestmark = pytest.mark.integration
 
-MISSING_SECRET_ENV = {"env": [{"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "absent", "key": "token"}}}]}
+MISSING_SECRET = {"secretFiles": [{"name": "token", "secretName": "absent"}]}
 
 
 def status(kubectl: Kubectl, name: str, namespace: str) -> dict[str, Any]:
@@ -22,7 +22,7 @@ def status(kubectl: Kubectl, name: str, namespace: str) -> dict[str, Any]:
 def test_a_missing_secret_blocks_the_smd_while_others_are_served(
     kubectl: Kubectl, namespace: str, operator: RunningOperator
 ) -> None:
-    kubectl.apply(smd("broken", namespace, model=MISSING_SECRET_ENV))
+    kubectl.apply(smd("broken", namespace, model=MISSING_SECRET))
     kubectl.apply(smd("healthy", namespace))
 
     wait_for(lambda: status(kubectl, "broken", namespace).get("phase") == "Blocked", what="broken Blocked")
@@ -47,7 +47,7 @@ def test_a_bad_update_keeps_the_running_workload_as_it_was(
     wait_for(lambda: status(kubectl, "live", namespace).get("phase") == "Ready", timeout=60, what="live Ready")
     before = kubectl.get("deployment", "live", namespace)
 
-    kubectl.apply(smd("live", namespace, model={"replicas": 2, **MISSING_SECRET_ENV}))
+    kubectl.apply(smd("live", namespace, model={"replicas": 2, **MISSING_SECRET}))
 
     wait_for(lambda: status(kubectl, "live", namespace).get("phase") == "Blocked", what="Blocked")
     time.sleep(RESYNC_SECONDS * 2)

@@ -7,9 +7,10 @@ every field carries a description so that `kubectl explain` is useful.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
 GROUP = "securemodels.io"
@@ -21,6 +22,7 @@ SHORT_NAMES = ("smd",)
 # Children are named <name>-<purpose>; 45 leaves room for every purpose within 63 characters.
 MAX_NAME_LENGTH = 45
 
+SECRET_FILES_DIR = "/var/run/secrets/securemodels"
 # Ports the operator's sidecar owns inside the pod; the model must not take them.
 TLS_PORT = 8443
 HEALTH_PORT = 8081
@@ -64,20 +66,21 @@ class KeyReference(ApiModel):
 
 
 class EnvSource(ApiModel):
-    """Where an environment variable's value comes from. Exactly one field must be set."""
+    """Where an environment variable's value comes from. Secrets are mounted as files instead
+    (spec.model.secretFiles): values in the environment leak through /proc, child processes and crash dumps."""
 
-    model_config = ConfigDict(
-        json_schema_extra=validations(
-            cel(
-                "has(self.secretKeyRef) != has(self.configMapKeyRef)",
-                "exactly one of secretKeyRef or configMapKeyRef must be set",
-            )
-        )
+    config_map_key_ref: KeyReference = Field(description="A key of a ConfigMap in the namespace.")
+
+
+class SecretFile(ApiModel):
+    """A Secret of the SMD's namespace, mounted read-only into the model container."""
+
+    name: str = Field(
+        description="Directory name under the mount root; one file per key of the Secret.",
+        pattern=DNS_LABEL_PATTERN,
+        max_length=40,
     )
-    secret_key_ref: KeyReference | None = Field(None, description="A key of a Secret in the namespace.")
-    config_map_key_ref: KeyReference | None = Field(
-        None, description="A key of a ConfigMap in the namespace."
-    )
+    secret_name: str = Field(description="Name of the Secret.", pattern=DNS_LABEL_PATTERN, max_length=253)
 
 
 class EnvVar(ApiModel):
@@ -143,6 +146,15 @@ class ModelSpec(ApiModel):
             )
         ),
     )
+
+    @field_validator("image")
+    @classmethod
+    def _pinned_by_digest(cls, image: str) -> str:
+        """The CRD's CEL rule, repeated for offline use (securemodels render)."""
+        if re.fullmatch(DIGEST_IMAGE_PATTERN, image) is None:
+            raise ValueError("must be pinned by digest: <registry>/<repository>[:tag]@sha256:<64 hex>")
+        return image
+
     port: int = Field(
         8080,
         ge=1,
@@ -177,6 +189,12 @@ class ModelSpec(ApiModel):
     env: list[EnvVar] = Field(
         default_factory=list, max_length=128, description="Environment variables of the model container."
     )
+    secret_files: list[SecretFile] = Field(
+        default_factory=list,
+        max_length=16,
+        description=f"Secrets mounted read-only as files under {SECRET_FILES_DIR}/<name>/.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
     resources: Resources = Field(Resources(), description="CPU and memory requests and limits.")
 
 
@@ -203,7 +221,9 @@ class LabelSelectorRequirement(ApiModel):
     """A label selector requirement, as in Kubernetes."""
 
     key: str = Field(description="Label key.", max_length=317)
-    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"] = Field(description="Relation to values.")
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"] = Field(
+        description="Relation to values.", json_schema_extra={"maxLength": 12}  # bounds CEL cost estimates
+    )
     values: list[Annotated[str, Field(max_length=63)]] = Field(
         default_factory=list, max_length=64, description="Values for In and NotIn."
     )
@@ -220,15 +240,22 @@ class LabelSelector(ApiModel):
     )
 
 
-_EMPTY_SELECTOR = (
-    "((!has(s.matchLabels) || size(s.matchLabels) == 0) && "
-    "(!has(s.matchExpressions) || size(s.matchExpressions) == 0))"
-)
+def _broad(selector: str) -> str:
+    """CEL: the selector has no positive requirement (a label value, or In). Exists, NotIn and
+    DoesNotExist can match every namespace: all carry kubernetes.io/metadata.name."""
+    return (
+        f"((!has({selector}.matchLabels) || size({selector}.matchLabels) == 0) && "
+        f"(!has({selector}.matchExpressions) || !{selector}.matchExpressions.exists(e, e.operator == 'In')))"
+    )
+
+
 # A peer selecting every pod in every namespace, or every address: "anywhere".
 PEER_IS_ANYWHERE = (
     "(has(p.cidr) && cidr(p.cidr).prefixLength() == 0) || (has(p.namespaceSelector) && "
-    "[p.namespaceSelector].all(s, " + _EMPTY_SELECTOR + ") && "
-    "(!has(p.podSelector) || [p.podSelector].all(s, " + _EMPTY_SELECTOR + ")))"
+    + _broad("p.namespaceSelector")
+    + " && (!has(p.podSelector) || "
+    + _broad("p.podSelector")
+    + "))"
 )
 
 

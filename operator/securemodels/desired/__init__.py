@@ -46,12 +46,17 @@ class Desired:
 
 def preflight(context: Context, live_pvc: Manifest | None) -> tuple[Blocker, ...]:
     """Reasons the spec cannot be realised; while there are any, the live workload is left untouched."""
-    blockers = [image_digest.preflight(context), storage.preflight(context, live_pvc)]
+    blockers = [
+        image_digest.preflight(context),
+        network.preflight(context),
+        storage.preflight(context, live_pvc),
+        rbac.preflight(context),
+    ]
     if context.facts.missing_references:
         blockers.append(
             Blocker(
                 "ReferenceNotFound",
-                "spec.model.env refers to objects that do not exist: " + ", ".join(context.facts.missing_references),
+                "spec.model refers to objects that do not exist: " + ", ".join(context.facts.missing_references),
             )
         )
     return tuple(blocker for blocker in blockers if blocker is not None)
@@ -86,12 +91,8 @@ def build(context: Context, server: mtls.ServerTLS, clients: Mapping[str, KeyPai
 
 
 def referenced_objects(context: Context) -> list[tuple[str, str]]:
-    """(kind, name) of the Secrets and ConfigMaps the model's environment reads."""
-    found = set()
-    for variable in context.spec.model.env:
-        source = variable.value_from
-        if source is not None and source.secret_key_ref is not None:
-            found.add(("Secret", source.secret_key_ref.name))
-        if source is not None and source.config_map_key_ref is not None:
-            found.add(("ConfigMap", source.config_map_key_ref.name))
+    """(kind, name) of the ConfigMaps and Secrets the model container reads."""
+    model = context.spec.model
+    found = {("ConfigMap", item.value_from.config_map_key_ref.name) for item in model.env if item.value_from}
+    found |= {("Secret", item.secret_name) for item in model.secret_files}
     return sorted(found)

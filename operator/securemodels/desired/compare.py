@@ -5,10 +5,33 @@ set is there with our value; lists must match item by item."""
 
 from __future__ import annotations
 
+import re
+from decimal import Decimal
 from typing import Any
 
-
 _EMPTY: tuple[Any, ...] = ([], {})
+_QUANTITY = re.compile(r"([0-9]+(?:\.[0-9]+)?)(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?")
+_FACTORS = {
+    None: Decimal(1),
+    "m": Decimal("0.001"),
+    **{suffix: Decimal(1000) ** power for power, suffix in enumerate("kMGTPE", start=1)},
+    **{suffix + "i": Decimal(1024) ** power for power, suffix in enumerate("KMGTPE", start=1)},
+}
+
+
+def _quantity(value: str) -> Decimal | None:
+    match = _QUANTITY.fullmatch(value)
+    return Decimal(match[1]) * _FACTORS[match[2]] if match else None
+
+
+def _same_scalar(live: Any, desired: Any) -> bool:
+    """Equal, or the same Kubernetes quantity written another way ("0.5" is stored as "500m")."""
+    if live == desired:
+        return True
+    if isinstance(live, str) and isinstance(desired, str):
+        amount = _quantity(desired)
+        return amount is not None and amount == _quantity(live)
+    return False
 
 
 def carries(live: Any, desired: Any) -> bool:
@@ -23,7 +46,7 @@ def carries(live: Any, desired: Any) -> bool:
             and len(live) == len(desired)
             and all(carries(item, wanted) for item, wanted in zip(live, desired, strict=True))
         )
-    return bool(live == desired)
+    return _same_scalar(live, desired)
 
 
 def selector_matches(selector: dict[str, Any] | None, labels: dict[str, str]) -> bool:

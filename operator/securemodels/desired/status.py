@@ -27,7 +27,7 @@ def judge(context: Context, observed: Observed) -> list[ControlResult]:
     return [
         image_digest.check(context, deployment),
         network.check(context, observed.network_policies),
-        mtls.check(context, deployment, observed.service, observed.server_certificate),
+        mtls.check(context, deployment, observed.service, observed.sidecar_config, observed.server_certificate),
         rbac.check(
             context, observed.service_account, observed.roles, observed.role_bindings, observed.cluster_role_bindings
         ),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from securemodels.api.v1alpha1 import HEALTH_PORT, EnvVar
+from securemodels.api.v1alpha1 import HEALTH_PORT, SECRET_FILES_DIR, EnvVar
 from securemodels.desired import naming
 from securemodels.desired.controls import image_digest, mtls, pod_security, residency, storage
 from securemodels.desired.model import Context, Manifest
@@ -17,13 +17,12 @@ PORT_ENV = "SECUREMODELS_PORT"
 def _env(variable: EnvVar) -> dict[str, Any]:
     if variable.value_from is None:
         return {"name": variable.name, "value": variable.value}
-    source = variable.value_from
-    if source.secret_key_ref is not None:
-        reference = {"secretKeyRef": {"name": source.secret_key_ref.name, "key": source.secret_key_ref.key}}
-    else:
-        assert source.config_map_key_ref is not None  # the CRD's CEL rule requires exactly one
-        reference = {"configMapKeyRef": {"name": source.config_map_key_ref.name, "key": source.config_map_key_ref.key}}
-    return {"name": variable.name, "valueFrom": reference}
+    reference = variable.value_from.config_map_key_ref
+    return {"name": variable.name, "valueFrom": {"configMapKeyRef": {"name": reference.name, "key": reference.key}}}
+
+
+def _secret_volume(name: str) -> str:
+    return f"secret-{name}"
 
 
 def model_container(context: Context) -> dict[str, Any]:
@@ -32,6 +31,10 @@ def model_container(context: Context) -> dict[str, Any]:
     mounts: list[dict[str, Any]] = [{"name": SCRATCH_VOLUME, "mountPath": "/tmp"}]
     if context.spec.storage is not None:
         mounts.append({"name": storage.VOLUME, "mountPath": context.spec.storage.mount_path})
+    mounts += [
+        {"name": _secret_volume(item.name), "mountPath": f"{SECRET_FILES_DIR}/{item.name}", "readOnly": True}
+        for item in model.secret_files
+    ]
     container: dict[str, Any] = {
         "name": image_digest.MODEL_CONTAINER,
         "image": model.image,
@@ -67,6 +70,10 @@ def deployment(context: Context, server: mtls.ServerTLS) -> Manifest:
     ]
     if (model_volume := storage.volume(context)) is not None:
         volumes.append(model_volume)
+    volumes += [
+        {"name": _secret_volume(item.name), "secret": {"secretName": item.secret_name, "defaultMode": 0o440}}
+        for item in context.spec.model.secret_files
+    ]
     pod: dict[str, Any] = {
         "serviceAccountName": owner.name,
         "automountServiceAccountToken": False,

@@ -75,7 +75,7 @@ async def observe(kube: Kube, owner: naming.Owner) -> tuple[Observed, Manifest |
         deployment=deployment if owned_by(deployment, owner) else None,
         service=service if owned_by(service, owner) else None,
         service_account=account if owned_by(account, owner) else None,
-        sidecar_config=sidecar_config,
+        sidecar_config=sidecar_config if owned_by(sidecar_config, owner) else None,
         server_certificate=_certificate(tls_secret),
         pvc=next((claim for claim in owned if claim["metadata"]["name"] == owner.child(storage.PURPOSE)), None),
         network_policies=tuple(policies),

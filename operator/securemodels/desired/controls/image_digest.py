@@ -19,7 +19,7 @@ _DIGEST = re.compile(DIGEST_IMAGE_PATTERN)
 
 
 def is_pinned(image: str) -> bool:
-    return _DIGEST.match(image) is not None
+    return _DIGEST.fullmatch(image) is not None
 
 
 def allowed_by(image: str, registries: tuple[str, ...] | list[str]) -> bool:
@@ -66,5 +66,5 @@ def check(context: Context, deployment: Manifest | None) -> ControlResult:
         if not allowed_by(image, registries):
             problems.append(f"container {name} image {image} is not from a cluster-allowed registry")
     if problems:
-        return ControlResult(NAME, "Fail", "ImageNotPinned", "; ".join(problems))
+        return ControlResult(NAME, "Fail", "ImagePolicyViolated", "; ".join(problems))
     return ControlResult(NAME, "Pass", "PinnedByDigest", "every image is pinned by digest and allowed")

@@ -188,9 +188,12 @@ def check(
     context: Context,
     deployment: Manifest | None,
     live_service: Manifest | None,
+    sidecar_config: Manifest | None,
     certificate: CertificateInfo | None,
 ) -> ControlResult:
     problems = []
+    if ((sidecar_config or {}).get("data") or {}).get("nginx.conf") != nginx_conf(context):
+        problems.append(f"ConfigMap {context.owner.child(SIDECAR_PURPOSE)} does not hold the operator's nginx.conf")
     if deployment is None:
         problems.append("the model's Deployment does not exist")
     else:

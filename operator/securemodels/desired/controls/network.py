@@ -8,12 +8,13 @@ cannot reach the rest of the cluster or the internet, and nothing undeclared can
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 from securemodels.api.v1alpha1 import TLS_PORT, LabelSelector, Peer
 from securemodels.desired import naming
 from securemodels.desired.compare import carries, selector_matches
-from securemodels.desired.model import Context, ControlResult, Manifest
+from securemodels.desired.model import Blocker, Context, ControlResult, Manifest
 
 NAME = "network-isolation"
 CONDITION = "NetworkIsolated"
@@ -50,23 +51,53 @@ def _peer(peer: Peer) -> dict[str, Any]:
     return result
 
 
-def is_anywhere(peer: Peer) -> bool:
-    """Every address, or every pod in every namespace."""
+def _broad(selector: LabelSelector | None) -> bool:
+    """Only a label value or an In requirement narrows a selector: Exists, NotIn and DoesNotExist can
+    match every namespace (each carries kubernetes.io/metadata.name)."""
+    if selector is None:
+        return True
+    return not selector.match_labels and not any(item.operator == "In" for item in selector.match_expressions)
 
-    def empty(selector: LabelSelector | None) -> bool:
-        return selector is None or not (selector.match_labels or selector.match_expressions)
 
-    if peer.cidr is not None:
-        return peer.cidr.endswith("/0")
-    return peer.namespace_selector is not None and empty(peer.namespace_selector) and empty(peer.pod_selector)
+def _covers_every_address(cidrs: list[str]) -> bool:
+    """Together, e.g. 0.0.0.0/1 and 128.0.0.0/1, the blocks span a whole address family."""
+    networks = [ipaddress.ip_network(cidr, strict=False) for cidr in cidrs]
+    for family, everything in ((4, ipaddress.ip_network("0.0.0.0/0")), (6, ipaddress.ip_network("::/0"))):
+        blocks = [network for network in networks if network.version == family]
+        if blocks and list(ipaddress.collapse_addresses(blocks)) == [everything]:  # type: ignore[arg-type]
+            return True
+    return False
+
+
+def reaches_anywhere(peers: list[Peer]) -> bool:
+    """Every pod in every namespace, or every address."""
+    if any(peer.namespace_selector is not None and _broad(peer.namespace_selector) and _broad(peer.pod_selector)
+           for peer in peers):
+        return True
+    return _covers_every_address([peer.cidr for peer in peers if peer.cidr is not None])
+
+
+def preflight(context: Context) -> Blocker | None:
+    """The CRD refuses single peers that reach anywhere; CIDRs that only together cover every address
+    get past it and are refused here, unless the spec opts in."""
+    network = context.spec.network
+    opted_in = {INGRESS_FROM_ANYWHERE: network.allow_ingress_from_anywhere, EGRESS_TO_ANYWHERE: network.allow_egress_to_anywhere}
+    refused = [item for item in weakenings(context) if not opted_in[item]]
+    if not refused:
+        return None
+    return Blocker(
+        "NetworkTooBroad",
+        "; ".join(f"{item} without {_OPT_IN_FIELDS[item]}: the declared peers together cover every address"
+                  for item in refused),
+    )
 
 
 def weakenings(context: Context) -> tuple[str, ...]:
     network = context.spec.network
     found = []
-    if any(is_anywhere(peer) for rule in network.ingress for peer in rule.from_):
+    if reaches_anywhere([peer for rule in network.ingress for peer in rule.from_]):
         found.append(INGRESS_FROM_ANYWHERE)
-    if any(is_anywhere(peer) for rule in network.egress for peer in rule.to):
+    if reaches_anywhere([peer for rule in network.egress for peer in rule.to]):
         found.append(EGRESS_TO_ANYWHERE)
     return tuple(found)
 
@@ -145,7 +176,7 @@ def check(context: Context, policies: tuple[Manifest, ...]) -> ControlResult:
         return ControlResult(
             NAME,
             "Weakened",
-            "+".join(weakened),
+            ",".join(weakened),
             "; ".join(f"{_OPT_IN_FIELDS[item]} lets a peer select every namespace or address" for item in weakened),
             weakened,
         )

@@ -12,7 +12,7 @@ from typing import Any
 
 from securemodels.api import v1alpha1
 from securemodels.desired import naming
-from securemodels.desired.model import Context, ControlResult, Manifest
+from securemodels.desired.model import Blocker, Context, ControlResult, Manifest
 
 NAME = "rbac"
 CONDITION = "LeastPrivilege"
@@ -88,7 +88,7 @@ BOOTSTRAP_LABEL = "kubernetes.io/bootstrapping"
 
 def _binds_model_account(binding: Manifest, owner: naming.Owner) -> bool:
     """Names the model's account, or a group it belongs to (other than in Kubernetes' defaults)."""
-    groups = {"system:serviceaccounts", f"system:serviceaccounts:{owner.namespace}"}
+    groups = {"system:authenticated", "system:serviceaccounts", f"system:serviceaccounts:{owner.namespace}"}
     if (binding["metadata"].get("labels") or {}).get(BOOTSTRAP_LABEL) == "rbac-defaults":
         groups = set()
     for subject in binding.get("subjects") or []:
@@ -98,6 +98,18 @@ def _binds_model_account(binding: Manifest, owner: naming.Owner) -> bool:
         if kind == "Group" and name in groups:
             return True
     return False
+
+
+def preflight(context: Context) -> Blocker | None:
+    access = context.spec.access
+    granted = {"metadata": {}, "subjects": [_subject(item) for item in (*access.viewers, *access.deployers)]}
+    if _binds_model_account(granted, context.owner):
+        return Blocker(
+            "AccessGrantsModelAccount",
+            "spec.access names the model's own ServiceAccount, or a group it belongs to; the model never "
+            "gets Kubernetes permissions",
+        )
+    return None
 
 
 def check(

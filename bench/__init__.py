@@ -1,0 +1,1 @@
+"""Benchmarks behind `make bench`; the numbers land in BENCHMARKS.md."""

@@ -1,0 +1,177 @@
+"""The operator at 100 SMDs on the local control plane, beside a plain client doing the same writes.
+
+- time until every SMD is Ready, from one `kubectl apply` of all of them;
+- the same child objects server-side-applied by a plain concurrent client, until every Deployment is
+  available (kube-controller-manager, the scheduler and kwok do the same work in both runs);
+- the operator's peak RSS;
+- API writes during resyncs of an unchanged fleet (should be zero).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+import urllib.request
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import yaml
+from localcluster import LocalCluster, free_port
+from prometheus_client.parser import text_string_to_metric_families
+
+from securemodels import desired, pki
+from securemodels.api.v1alpha1 import SecureModelDeploymentSpec
+from securemodels.config import OperatorConfig
+from securemodels.desired.controls import mtls
+from securemodels.desired.model import Context
+from securemodels.desired.naming import Owner
+from securemodels.k8s.client import Kube, load_config
+
+IMAGE = "registry.example.com/ml/bench@sha256:" + "ef" * 32
+OPERATOR_NAMESPACE = "securemodels-system"
+RESYNC_SECONDS = 5.0
+WORKERS = 4
+
+
+def smd(name: str, namespace: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "securemodels.io/v1alpha1",
+        "kind": "SecureModelDeployment",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"model": {"image": IMAGE}},
+    }
+
+
+def _wait(probe: Any, timeout: float, interval: float = 0.5) -> float:
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if probe():
+            return time.monotonic() - started
+        time.sleep(interval)
+    raise TimeoutError(f"not done after {timeout}s")
+
+
+def _json(cluster: LocalCluster, *args: str) -> Any:
+    return json.loads(cluster.kubectl(*args, "-o", "json"))
+
+
+def _api_writes(port: int) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:  # noqa: S310
+        text = reply.read().decode()
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "securemodels_api_writes_total"
+    )
+
+
+def _peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM")
+
+
+def operator_run(cluster: LocalCluster, count: int, workdir: Path) -> dict[str, float]:
+    namespace = "bench-operator"
+    cluster.kubectl("create", "namespace", namespace)
+    config = workdir / "operator.yaml"
+    config.write_text(yaml.safe_dump({"namespace": OPERATOR_NAMESPACE, "resyncSeconds": RESYNC_SECONDS, "workers": WORKERS}))
+    port = free_port()
+    command = [sys.executable, "-m", "securemodels", "run", "--kubeconfig", str(cluster.kubeconfig),
+               "--config", str(config), "--http-port", str(port), "--log-level", "warning"]
+    with (workdir / "operator.log").open("wb") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        _wait(lambda: _ready_endpoint(port), timeout=60, interval=0.2)
+        started = time.monotonic()
+        cluster.kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all([smd(f"m{i}", namespace) for i in range(count)]))
+
+        def all_ready() -> bool:
+            items = _json(cluster, "get", "smd", "-n", namespace)["items"]
+            return len(items) == count and all((item.get("status") or {}).get("phase") == "Ready" for item in items)
+
+        _wait(all_ready, timeout=900)
+        to_ready = time.monotonic() - started
+        time.sleep(RESYNC_SECONDS * 2)  # the last Ready transitions settle
+        writes_before = _api_writes(port)
+        time.sleep(RESYNC_SECONDS * 3)
+        noop_writes = _api_writes(port) - writes_before
+        return {
+            "operator_seconds_to_ready": to_ready,
+            "operator_peak_rss_mib": _peak_rss_mib(process.pid),
+            "noop_resyncs": 3.0,
+            "noop_resync_api_writes": noop_writes,
+        }
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def _ready_endpoint(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as reply:  # noqa: S310
+            return bool(reply.status == 200)
+    except OSError:
+        return False
+
+
+def _children(count: int, namespace: str) -> list[dict[str, Any]]:
+    """What the operator would write for `count` SMDs, as a plain client would hold it: no owner."""
+    now = datetime.now(UTC)
+    config = OperatorConfig(namespace=OPERATOR_NAMESPACE)
+    ca = pki.plan_ca(None, now, "ECDSA-P256", timedelta(days=365)).state
+    objects = []
+    for index in range(count):
+        owner = Owner(name=f"m{index}", namespace=namespace, uid=f"bench-{index}", generation=1)
+        spec = SecureModelDeploymentSpec.model_validate({"model": {"image": IMAGE}})
+        context = Context(owner=owner, spec=spec, config=config, now=now)
+        pair = pki.issue_server_certificate(ca, mtls.dns_names(context), now, timedelta(hours=24), "ECDSA-P256")
+        server = mtls.ServerTLS(pair, ca.bundle_pem(), pki.certificate_info(pair.cert_pem).sha256_fingerprint)
+        for manifest in desired.build(context, server, clients={}).owned:
+            metadata = {key: value for key, value in manifest["metadata"].items() if key != "ownerReferences"}
+            objects.append({**manifest, "metadata": metadata})
+    return objects
+
+
+def baseline_run(cluster: LocalCluster, count: int) -> dict[str, float]:
+    namespace = "bench-baseline"
+    cluster.kubectl("create", "namespace", namespace)
+    objects = _children(count, namespace)
+
+    async def apply_all() -> None:
+        kube = Kube(load_config(cluster.kubeconfig))
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        for item in objects:
+            queue.put_nowait(item)
+
+        async def worker() -> None:
+            while not queue.empty():
+                await kube.apply(queue.get_nowait())
+
+        try:
+            await asyncio.gather(*(worker() for _ in range(WORKERS)))
+        finally:
+            await kube.close()
+
+    started = time.monotonic()
+    asyncio.run(apply_all())
+    applied = time.monotonic() - started
+
+    def all_available() -> bool:
+        items = _json(cluster, "get", "deployment", "-n", namespace)["items"]
+        return len(items) == count and all(
+            (item.get("status") or {}).get("availableReplicas", 0) >= 1 for item in items
+        )
+
+    _wait(all_available, timeout=900)
+    return {
+        "baseline_objects": float(len(objects)),
+        "baseline_seconds_to_apply": applied,
+        "baseline_seconds_to_available": time.monotonic() - started,
+    }

@@ -1,0 +1,56 @@
+"""The shipped examples: each SMD in examples/ builds objects that pass every check, or are weakened
+exactly where the example opts out on purpose."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from securemodels import desired
+from securemodels.api.v1alpha1 import KIND, SecureModelDeployment
+from securemodels.desired import status
+from securemodels.desired.model import Facts
+from support.paths import EXAMPLES
+from unit.builders import context, observe, owner
+
+EXPECTED_WEAKENED = {"weakened.yaml": {"network-isolation", "mtls"}}
+
+
+def documents(path: Path) -> list[dict[str, Any]]:
+    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+
+
+SMDS = [
+    (path, doc)
+    for path in sorted(EXAMPLES.glob("*.yaml"))
+    for doc in documents(path)
+    if doc.get("kind") == KIND
+]
+
+
+def test_basic_example_is_among_them() -> None:
+    assert EXAMPLES / "basic.yaml" in {path for path, _ in SMDS}
+
+
+@pytest.mark.parametrize(
+    ("path", "document"), SMDS, ids=[f"{path.name}:{doc['metadata']['name']}" for path, doc in SMDS]
+)
+def test_example_builds_objects_that_pass_or_are_weakened_on_purpose(
+    path: Path, document: dict[str, Any]
+) -> None:
+    classes = {doc["metadata"]["name"]: doc for doc in documents(path) if doc.get("kind") == "StorageClass"}
+    spec = SecureModelDeployment.model_validate(document).spec
+    facts = Facts(storage_class=classes.get(spec.storage.storage_class_name) if spec.storage else None)
+    ctx = context(
+        spec, facts=facts, who=owner(document["metadata"]["name"], document["metadata"]["namespace"])
+    )
+    verdicts = {result.name: result.status for result in status.judge(ctx, observe(ctx))}
+
+    assert desired.preflight(ctx, None) == ()
+    assert "Fail" not in verdicts.values()
+    assert {name for name, verdict in verdicts.items() if verdict == "Weakened"} == EXPECTED_WEAKENED.get(
+        path.name, set()
+    )

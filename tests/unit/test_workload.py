@@ -1,0 +1,144 @@
+"""The model's Deployment, where every control's contribution to the pod meets."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from securemodels.api.v1alpha1 import HEALTH_PORT
+from securemodels.desired import naming, workload
+from securemodels.desired.compare import selector_matches
+from securemodels.desired.controls import mtls
+from unit.builders import IMAGE, SERVER, container, context, owner, pod_spec
+
+
+def deployment(**spec: Any) -> dict[str, Any]:
+    return workload.deployment(context(**spec), SERVER)
+
+
+def env(**spec: Any) -> list[dict[str, Any]]:
+    result: list[dict[str, Any]] = container(deployment(**spec), "model")["env"]
+    return result
+
+
+def test_deployment_is_named_after_the_smd_and_owned_by_it() -> None:
+    metadata = deployment()["metadata"]
+
+    assert (metadata["name"], metadata["namespace"]) == ("fraud", "ml-prod")
+    assert metadata["ownerReferences"] == [owner().reference()]
+
+
+def test_selector_uses_the_immutable_labels_and_matches_the_pods() -> None:
+    spec = deployment()["spec"]
+
+    assert spec["selector"] == {"matchLabels": naming.selector_labels(owner())}
+    assert selector_matches(spec["selector"], spec["template"]["metadata"]["labels"])
+    assert spec["template"]["metadata"]["labels"] == naming.labels(owner(), "model")
+
+
+def test_replicas_and_a_rollout_that_never_drops_capacity() -> None:
+    spec = deployment(model={"replicas": 4})["spec"]
+
+    assert spec["replicas"] == 4
+    assert spec["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+    }
+
+
+def test_pod_runs_as_the_model_account_without_token_or_service_links() -> None:
+    pod = pod_spec(deployment())
+
+    assert pod["serviceAccountName"] == "fraud"
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["enableServiceLinks"] is False
+    assert [item["name"] for item in pod["containers"]] == ["model", mtls.SIDECAR]
+
+
+def test_model_container_runs_the_spec_image_bound_to_localhost() -> None:
+    model = container(deployment(model={"port": 9000}), "model")
+
+    assert model["image"] == IMAGE
+    assert model["imagePullPolicy"] == "Always"
+    assert model["env"][:2] == [
+        {"name": workload.BIND_ADDRESS_ENV, "value": "127.0.0.1"},
+        {"name": workload.PORT_ENV, "value": "9000"},
+    ]
+    assert "ports" not in model
+
+
+def test_user_environment_follows_ours_with_references_not_values() -> None:
+    variables = env(
+        model={
+            "env": [
+                {"name": "MODE", "value": "strict"},
+                {"name": "LEVEL", "valueFrom": {"configMapKeyRef": {"name": "settings", "key": "level"}}},
+            ]
+        }
+    )
+
+    assert variables[2:] == [
+        {"name": "MODE", "value": "strict"},
+        {"name": "LEVEL", "valueFrom": {"configMapKeyRef": {"name": "settings", "key": "level"}}},
+    ]
+
+
+def test_secrets_are_mounted_read_only_as_files_never_put_in_the_environment() -> None:
+    built = deployment(model={"secretFiles": [{"name": "store", "secretName": "creds"}]})
+    model = container(built, "model")
+
+    assert {"name": "secret-store", "mountPath": "/var/run/secrets/securemodels/store", "readOnly": True} in model[
+        "volumeMounts"
+    ]
+    volumes = built["spec"]["template"]["spec"]["volumes"]
+    assert {"name": "secret-store", "secret": {"secretName": "creds", "defaultMode": 0o440}} in volumes
+    assert not [item for item in model["env"] if "secretKeyRef" in item.get("valueFrom", {})]
+
+
+def test_command_and_args_only_when_given() -> None:
+    plain = container(deployment(), "model")
+    custom = container(deployment(model={"command": ["serve"], "args": ["--fast"]}), "model")
+
+    assert "command" not in plain
+    assert "args" not in plain
+    assert (custom["command"], custom["args"]) == (["serve"], ["--fast"])
+
+
+def test_metrics_port_is_declared_on_the_model_container() -> None:
+    model = container(deployment(model={"metricsPort": 9090}), "model")
+
+    assert model["ports"] == [{"name": "metrics", "containerPort": 9090, "protocol": "TCP"}]
+
+
+def test_resources_are_always_set() -> None:
+    model = container(deployment(model={"resources": {"requests": {"cpu": "1", "memory": "1Gi"}}}), "model")
+
+    assert model["resources"] == {
+        "requests": {"cpu": "1", "memory": "1Gi"},
+        "limits": {"cpu": "2", "memory": "2Gi"},
+    }
+
+
+def test_probes_go_through_the_sidecar_health_port() -> None:
+    model = container(deployment(), "model")
+
+    assert model["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": HEALTH_PORT}
+    assert model["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": HEALTH_PORT}
+
+
+def test_scratch_is_mounted_at_tmp_from_memory() -> None:
+    pod = pod_spec(deployment())
+
+    assert {"name": workload.SCRATCH_VOLUME, "mountPath": "/tmp"} in container(deployment(), "model")[
+        "volumeMounts"
+    ]
+    assert {"name": workload.SCRATCH_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": "256Mi"}} in pod[
+        "volumes"
+    ]
+
+
+def test_every_mounted_volume_exists() -> None:
+    pod = pod_spec(deployment(storage={"size": "1Gi", "storageClassName": "c"}))
+    volumes = {item["name"] for item in pod["volumes"]}
+    mounts = {mount["name"] for item in pod["containers"] for mount in item["volumeMounts"]}
+
+    assert mounts == volumes
