@@ -9,54 +9,89 @@ import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
-from localcluster import running_cluster
-
 from bench import bench_pki, operator_bench
+from localcluster import running_cluster
 
 ROOT = Path(__file__).resolve().parents[1]
 SMD_COUNT = int(os.environ.get("BENCH_SMDS", "100"))
 CERT_COUNT = int(os.environ.get("BENCH_CERTS", "1000"))
 
 
+def table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
+    lines = [header, tuple("---" for _ in header), *rows]
+    return "\n".join("| " + " | ".join(row) + " |" for row in lines)
+
+
 def main() -> int:
     with tempfile.TemporaryDirectory(prefix="securemodels-bench-") as temp, running_cluster() as cluster:
         print(f"operator: {SMD_COUNT} SMDs to Ready ...", flush=True)
         operator = operator_bench.operator_run(cluster, SMD_COUNT, Path(temp))
-        print(f"baseline: the same children applied by a plain client ...", flush=True)
+        print("baseline: the same children applied by a plain client ...", flush=True)
         baseline = operator_bench.baseline_run(cluster, SMD_COUNT)
     print(f"pki: {CERT_COUNT} server certificates per algorithm ...", flush=True)
     certificates = bench_pki.run(CERT_COUNT)
     ratio = operator["operator_seconds_to_ready"] / baseline["baseline_seconds_to_available"]
+    workers, resync = operator_bench.WORKERS, operator_bench.RESYNC_SECONDS
+    fleet = table(
+        ("measurement", "value"),
+        [
+            (
+                f"operator: `kubectl apply` of {SMD_COUNT} SMDs until all are Ready",
+                f"{operator['operator_seconds_to_ready']:.1f} s",
+            ),
+            (
+                f"plain client ({workers} workers): server-side apply of the same "
+                f"{baseline['baseline_objects']:.0f} child objects",
+                f"{baseline['baseline_seconds_to_apply']:.1f} s",
+            ),
+            (
+                "plain client: apply, then every Deployment available",
+                f"{baseline['baseline_seconds_to_available']:.1f} s",
+            ),
+            ("ratio operator / plain client (both until the workloads are available)", f"{ratio:.2f}"),
+            (f"operator peak RSS at {SMD_COUNT} SMDs", f"{operator['operator_peak_rss_mib']:.0f} MiB"),
+            (
+                f"API writes during {operator['noop_resyncs']:.0f} resyncs of the unchanged fleet "
+                f"({resync:.0f} s period)",
+                f"{operator['noop_resync_api_writes']:.0f}",
+            ),
+        ],
+    )
+    issuance = table(
+        ("algorithm", "total", "per certificate"),
+        [
+            (
+                "ECDSA P-256",
+                f"{certificates['ecdsa_p256_seconds']:.2f} s",
+                f"{certificates['ecdsa_p256_ms_per_cert']:.2f} ms",
+            ),
+            (
+                "RSA 3072",
+                f"{certificates['rsa_3072_seconds']:.1f} s",
+                f"{certificates['rsa_3072_ms_per_cert']:.1f} ms",
+            ),
+        ],
+    )
     report = f"""# Benchmarks
 
 Written by `make bench` on {datetime.now(UTC):%Y-%m-%d} ({platform.machine()}, {os.cpu_count()} CPUs,
 Python {platform.python_version()}). One run each; the control plane (etcd, kube-apiserver,
-kube-controller-manager, kube-scheduler, kwok) shares the same CPUs, so treat the numbers as a
-same-machine comparison, not absolute capacity.
+kube-controller-manager, kube-scheduler, kwok) shares the same CPUs, so read the numbers as a
+same-machine comparison, not as absolute capacity.
 
 ## {SMD_COUNT} SecureModelDeployments on the local control plane
 
-| measurement | value |
-|---|---|
-| operator: time from `kubectl apply` of {SMD_COUNT} SMDs until all are Ready | {operator['operator_seconds_to_ready']:.1f} s |
-| plain concurrent client ({operator_bench.WORKERS} workers): server-side apply of the same {baseline['baseline_objects']:.0f} child objects | {baseline['baseline_seconds_to_apply']:.1f} s |
-| plain client: apply, then every Deployment available | {baseline['baseline_seconds_to_available']:.1f} s |
-| ratio operator / plain client (both until workloads are available) | {ratio:.2f} |
-| operator peak RSS at {SMD_COUNT} SMDs | {operator['operator_peak_rss_mib']:.0f} MiB |
-| API writes during {operator['noop_resyncs']:.0f} resyncs of the unchanged fleet ({operator_bench.RESYNC_SECONDS:.0f} s period) | {operator['noop_resync_api_writes']:.0f} |
+{fleet}
 
 The operator's time includes what the plain client is spared: issuing a CA and {SMD_COUNT} server
-certificates, reading every child back and judging seven controls per SMD, and writing status.
+certificates, reading every child back, judging seven controls per SMD, and writing status and Events.
 
 ## Certificate issuance, {CERT_COUNT} server certificates (key generation included)
 
-| algorithm | total | per certificate |
-|---|---|---|
-| ECDSA P-256 | {certificates['ecdsa_p256_seconds']:.2f} s | {certificates['ecdsa_p256_ms_per_cert']:.2f} ms |
-| RSA 3072 | {certificates['rsa_3072_seconds']:.1f} s | {certificates['rsa_3072_ms_per_cert']:.1f} ms |
+{issuance}
 
-RSA 3072 is {certificates['rsa_to_ecdsa_ratio']:.0f}× slower, almost all of it in key generation; ECDSA P-256
-is the default for the CA and every leaf.
+RSA 3072 is {certificates["rsa_to_ecdsa_ratio"]:.0f} times slower, nearly all of it key generation;
+ECDSA P-256 is the default for the CA and every leaf.
 """
     (ROOT / "BENCHMARKS.md").write_text(report)
     print(report)

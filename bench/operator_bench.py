@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from localcluster import LocalCluster, free_port
 from prometheus_client.parser import text_string_to_metric_families
 
+from localcluster import LocalCluster, free_port
 from securemodels import desired, pki
 from securemodels.api.v1alpha1 import SecureModelDeploymentSpec
 from securemodels.config import OperatorConfig
@@ -60,7 +60,7 @@ def _json(cluster: LocalCluster, *args: str) -> Any:
 
 
 def _api_writes(port: int) -> float:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:  # noqa: S310
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
         text = reply.read().decode()
     return sum(
         sample.value
@@ -81,20 +81,38 @@ def operator_run(cluster: LocalCluster, count: int, workdir: Path) -> dict[str, 
     namespace = "bench-operator"
     cluster.kubectl("create", "namespace", namespace)
     config = workdir / "operator.yaml"
-    config.write_text(yaml.safe_dump({"namespace": OPERATOR_NAMESPACE, "resyncSeconds": RESYNC_SECONDS, "workers": WORKERS}))
+    config.write_text(
+        yaml.safe_dump({"namespace": OPERATOR_NAMESPACE, "resyncSeconds": RESYNC_SECONDS, "workers": WORKERS})
+    )
     port = free_port()
-    command = [sys.executable, "-m", "securemodels", "run", "--kubeconfig", str(cluster.kubeconfig),
-               "--config", str(config), "--http-port", str(port), "--log-level", "warning"]
+    command = [
+        sys.executable,
+        "-m",
+        "securemodels",
+        "run",
+        "--kubeconfig",
+        str(cluster.kubeconfig),
+        "--config",
+        str(config),
+        "--http-port",
+        str(port),
+        "--log-level",
+        "warning",
+    ]
     with (workdir / "operator.log").open("wb") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     try:
         _wait(lambda: _ready_endpoint(port), timeout=60, interval=0.2)
         started = time.monotonic()
-        cluster.kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all([smd(f"m{i}", namespace) for i in range(count)]))
+        cluster.kubectl(
+            "apply", "-f", "-", stdin=yaml.safe_dump_all([smd(f"m{i}", namespace) for i in range(count)])
+        )
 
         def all_ready() -> bool:
             items = _json(cluster, "get", "smd", "-n", namespace)["items"]
-            return len(items) == count and all((item.get("status") or {}).get("phase") == "Ready" for item in items)
+            return len(items) == count and all(
+                (item.get("status") or {}).get("phase") == "Ready" for item in items
+            )
 
         _wait(all_ready, timeout=900)
         to_ready = time.monotonic() - started
@@ -115,7 +133,7 @@ def operator_run(cluster: LocalCluster, count: int, workdir: Path) -> dict[str, 
 
 def _ready_endpoint(port: int) -> bool:
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as reply:  # noqa: S310
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as reply:
             return bool(reply.status == 200)
     except OSError:
         return False
@@ -131,7 +149,9 @@ def _children(count: int, namespace: str) -> list[dict[str, Any]]:
         owner = Owner(name=f"m{index}", namespace=namespace, uid=f"bench-{index}", generation=1)
         spec = SecureModelDeploymentSpec.model_validate({"model": {"image": IMAGE}})
         context = Context(owner=owner, spec=spec, config=config, now=now)
-        pair = pki.issue_server_certificate(ca, mtls.dns_names(context), now, timedelta(hours=24), "ECDSA-P256")
+        pair = pki.issue_server_certificate(
+            ca, mtls.dns_names(context), now, timedelta(hours=24), "ECDSA-P256"
+        )
         server = mtls.ServerTLS(pair, ca.bundle_pem(), pki.certificate_info(pair.cert_pem).sha256_fingerprint)
         for manifest in desired.build(context, server, clients={}).owned:
             metadata = {key: value for key, value in manifest["metadata"].items() if key != "ownerReferences"}

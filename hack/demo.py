@@ -25,7 +25,7 @@ OPERATOR_NAMESPACE = "securemodels-system"
 NAMESPACE, NAME, CLIENT_NAMESPACE = "ml-prod", "fraud-detector", "ml-gateway"
 
 WHAT_IT_PROTECTS = {
-    "Deployment": "the model plus the mTLS sidecar; digest-pinned, non-root, read-only, no token, pinned to EU regions",
+    "Deployment": "model + mTLS sidecar: digest-pinned, non-root, read-only, no token, EU regions only",
     "Service": "exposes only the TLS port 443; the model itself listens on localhost",
     "ServiceAccount": "the model's identity: no token mounted, no permissions bound",
     "NetworkPolicy": "default deny both ways; only the gateway may call, only DNS goes out",
@@ -65,7 +65,15 @@ def operator(kubeconfig: Path | None, workdir: Path) -> Iterator[Path]:
     config = workdir / "operator.yaml"
     config.write_text(f"namespace: {OPERATOR_NAMESPACE}\nresyncSeconds: 10\n")
     log = workdir / "operator.log"
-    command = [sys.executable, "-m", "securemodels", "run", "--config", str(config), f"--http-port={free_port()}"]
+    command = [
+        sys.executable,
+        "-m",
+        "securemodels",
+        "run",
+        "--config",
+        str(config),
+        f"--http-port={free_port()}",
+    ]
     if kubeconfig:
         command += ["--kubeconfig", str(kubeconfig)]
     with log.open("wb") as output:
@@ -91,7 +99,9 @@ def show_result(kubeconfig: Path | None) -> None:
     for item in children["items"]:
         print(f"    {item['kind'] + '/' + item['metadata']['name']:<36} {WHAT_IT_PROTECTS[item['kind']]}")
     step(f"The gateway's client certificate, delivered into {CLIENT_NAMESPACE}")
-    print(kubectl(kubeconfig, "get", "secret,configmap", "-n", CLIENT_NAMESPACE, "-l", selector.split(",")[1]))
+    print(
+        kubectl(kubeconfig, "get", "secret,configmap", "-n", CLIENT_NAMESPACE, "-l", selector.split(",")[1])
+    )
 
 
 def main() -> int:
@@ -106,8 +116,16 @@ def main() -> int:
             step("Waiting for Ready (kubectl wait --for=condition=Ready)")
             started = time.monotonic()
             result = subprocess.run(
-                [kubectl_binary(), *([f"--kubeconfig={kubeconfig}"] if kubeconfig else []), "wait",
-                 "--for=condition=Ready", f"smd/{NAME}", "-n", NAMESPACE, "--timeout=120s"],
+                [
+                    kubectl_binary(),
+                    *([f"--kubeconfig={kubeconfig}"] if kubeconfig else []),
+                    "wait",
+                    "--for=condition=Ready",
+                    f"smd/{NAME}",
+                    "-n",
+                    NAMESPACE,
+                    "--timeout=120s",
+                ],
                 check=False,
             )
             if result.returncode != 0:

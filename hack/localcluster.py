@@ -30,7 +30,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
 SERVICE_CIDR = "10.96.0.0/16"
@@ -116,10 +116,10 @@ class _Issuer:
                     ]
                 ),
                 critical=False,
-            ).add_extension(x509.ExtendedKeyUsage([x509.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            ).add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         else:
             builder = builder.add_extension(
-                x509.ExtendedKeyUsage([x509.ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False
+                x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False
             )
         cert = builder.sign(self.key, hashes.SHA256())
         return cert.public_bytes(serialization.Encoding.PEM), _pem_key(key)
@@ -279,7 +279,8 @@ current-context: local
         while time.monotonic() < deadline:
             self._check_alive()
             try:
-                with urllib.request.urlopen(f"{self.server}/readyz", context=context, timeout=5) as reply:
+                url = f"{self.server}/readyz"  # https to our own API server
+                with urllib.request.urlopen(url, context=context, timeout=5) as reply:  # noqa: S310
                     if reply.status == 200:
                         return
             except Exception as error:  # noqa: BLE001 - any failure means "not yet"
@@ -337,7 +338,9 @@ status:
         # Node admission taints new nodes not-ready; the node lifecycle controller (off here, since kwok's
         # nodes send no heartbeats) would lift it once kwok marks them Ready. Lift it directly.
         for name in NODES:
-            self.kubectl("patch", "node", name, "--type=json", "-p", '[{"op":"remove","path":"/spec/taints"}]')
+            self.kubectl(
+                "patch", "node", name, "--type=json", "-p", '[{"op":"remove","path":"/spec/taints"}]'
+            )
 
     def stop(self) -> None:
         for process in reversed(self._processes):

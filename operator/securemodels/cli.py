@@ -125,7 +125,9 @@ def _cmd_audit(args: argparse.Namespace) -> int:
     rows = [("NAMESPACE", "NAME", "PHASE", "COMPLIANT", "NOT PASSING")]
     for item in items:
         status = item.get("status") or {}
-        not_passing = [f"{c['name']}={c['status']}" for c in status.get("controls") or [] if c["status"] != "Pass"]
+        not_passing = [
+            f"{c['name']}={c['status']}" for c in status.get("controls") or [] if c["status"] != "Pass"
+        ]
         rows.append(
             (
                 item["metadata"]["namespace"],

@@ -71,7 +71,9 @@ class OperatorConfig(BaseModel):
         "monitoring", description="Namespace whose pods may scrape the models' metrics ports."
     )
     sidecar_image: str = Field(
-        DEFAULT_SIDECAR_IMAGE, pattern=DIGEST_IMAGE_PATTERN, description="nginx image of the mTLS sidecar, by digest."
+        DEFAULT_SIDECAR_IMAGE,
+        pattern=DIGEST_IMAGE_PATTERN,
+        description="nginx image of the mTLS sidecar, by digest.",
     )
     ca_key_algorithm: Literal["ECDSA-P256", "RSA-3072"] = Field("ECDSA-P256", description="CA key type.")
     ca_duration_hours: int = Field(24 * 365, ge=48, description="Lifetime of the operator's CA.")
@@ -95,6 +97,10 @@ class OperatorConfig(BaseModel):
         if path is not None:
             data = yaml.safe_load(path.read_text()) or {}
         data.update(
-            {(cls.model_fields[key].alias or key): value for key, value in overrides.items() if value is not None}
+            {
+                (cls.model_fields[key].alias or key): value
+                for key, value in overrides.items()
+                if value is not None
+            }
         )
         return cls.model_validate(data)

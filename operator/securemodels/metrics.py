@@ -23,9 +23,14 @@ CONTROL_WEAKENED = Gauge(
     registry=REGISTRY,
 )
 COMPLIANT = Gauge(
-    "securemodels_compliant", "1 when every control passes for the SMD.", ["namespace", "name"], registry=REGISTRY
+    "securemodels_compliant",
+    "1 when every control passes for the SMD.",
+    ["namespace", "name"],
+    registry=REGISTRY,
 )
-READY = Gauge("securemodels_ready", "1 when the SMD's phase is Ready.", ["namespace", "name"], registry=REGISTRY)
+READY = Gauge(
+    "securemodels_ready", "1 when the SMD's phase is Ready.", ["namespace", "name"], registry=REGISTRY
+)
 RECONCILE_DURATION = Histogram(
     "securemodels_reconcile_duration_seconds",
     "Time to reconcile one SMD.",
@@ -33,7 +38,10 @@ RECONCILE_DURATION = Histogram(
     registry=REGISTRY,
 )
 RECONCILE_ERRORS = Counter(
-    "securemodels_reconcile_errors_total", "Reconciles that failed and will be retried.", ["reason"], registry=REGISTRY
+    "securemodels_reconcile_errors_total",
+    "Reconciles that failed and will be retried.",
+    ["reason"],
+    registry=REGISTRY,
 )
 DRIFT_CORRECTIONS = Counter(
     "securemodels_drift_corrections_total",
@@ -57,7 +65,10 @@ MANAGED_RESOURCES = Gauge(
     "securemodels_managed_resources", "SecureModelDeployments the operator manages.", registry=REGISTRY
 )
 API_WRITES = Counter(
-    "securemodels_api_writes_total", "Write requests sent to the API server.", ["verb", "kind"], registry=REGISTRY
+    "securemodels_api_writes_total",
+    "Write requests sent to the API server.",
+    ["verb", "kind"],
+    registry=REGISTRY,
 )
 
 _PER_SMD = (COMPLIANCE_STATUS, CONTROL_WEAKENED, COMPLIANT, READY, CERTIFICATE_EXPIRY)

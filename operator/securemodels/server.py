@@ -16,7 +16,6 @@ class HealthServer:
     def __init__(self, readiness: Readiness) -> None:
         self._readiness = readiness
         self._runner: web.AppRunner | None = None
-        self.port = 0
 
     async def start(self, port: int, host: str = "0.0.0.0") -> None:  # noqa: S104 - probes come from the kubelet
         app = web.Application()
@@ -27,7 +26,6 @@ class HealthServer:
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
         await site.start()
-        self.port = site._server.sockets[0].getsockname()[1] if site._server else port  # type: ignore[union-attr]
 
     async def stop(self) -> None:
         if self._runner is not None:

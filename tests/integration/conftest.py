@@ -3,11 +3,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+
 from localcluster import LocalCluster
+from securemodels.config import OperatorConfig
 from support.operator import RESYNC_SECONDS, FakeClock, RunningOperator
 from support.paths import OPERATOR_NAMESPACE
-
-from securemodels.config import OperatorConfig
 
 
 @pytest.fixture(scope="module")

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 import yaml
+
 from support.kube import Kubectl, wait_for
 from support.manifests import smd
 from support.operator import RESYNC_SECONDS, RunningOperator
 
 pytestmark = pytest.mark.integration
 
+FIRST_CONTAINER = "/spec/template/spec/containers/0"
 # Tampering must show within one resync period; allow for the reconcile itself and scheduling jitter.
 WITHIN_A_RESYNC = RESYNC_SECONDS * 3
 
@@ -56,7 +59,9 @@ def test_a_deleted_network_policy_fails_the_control_then_is_restored(
 
     failed = wait_control(kubectl, "net", namespace, "network-isolation", "Fail")
     assert "net-network does not exist" in failed["message"]
-    wait_for(lambda: compliance_metric(operator, "net", namespace, "network-isolation") == 0.0, what="metric 0")
+    wait_for(
+        lambda: compliance_metric(operator, "net", namespace, "network-isolation") == 0.0, what="metric 0"
+    )
     wait_for(lambda: kubectl.get("networkpolicy", "net-network", namespace), what="policy restored")
     wait_control(kubectl, "net", namespace, "network-isolation", "Pass")
     assert compliance_metric(operator, "net", namespace, "network-isolation") == 1.0
@@ -90,7 +95,15 @@ def test_a_role_bound_to_the_model_account_fails_rbac_and_the_users_binding_is_k
     wait_ready(kubectl, "acct", namespace)
 
     kubectl("create", "role", "reader", "--verb=get", "--resource=secrets", "-n", namespace)
-    kubectl("create", "rolebinding", "sneaky", "--role=reader", f"--serviceaccount={namespace}:acct", "-n", namespace)
+    kubectl(
+        "create",
+        "rolebinding",
+        "sneaky",
+        "--role=reader",
+        f"--serviceaccount={namespace}:acct",
+        "-n",
+        namespace,
+    )
 
     failed = wait_control(kubectl, "acct", namespace, "rbac", "Fail")
     assert "RoleBinding sneaky grants permissions to the model's ServiceAccount" in failed["message"]
@@ -112,8 +125,14 @@ def test_removing_the_node_affinity_fails_residency_then_it_is_restored(
     wait_ready(kubectl, "eu", namespace)
 
     kubectl(
-        "patch", "deployment", "eu", "-n", namespace, "--type=json",
-        "-p", '[{"op": "remove", "path": "/spec/template/spec/affinity"}]',
+        "patch",
+        "deployment",
+        "eu",
+        "-n",
+        namespace,
+        "--type=json",
+        "-p",
+        '[{"op": "remove", "path": "/spec/template/spec/affinity"}]',
     )
 
     failed = wait_control(kubectl, "eu", namespace, "data-residency", "Fail")
@@ -123,7 +142,11 @@ def test_removing_the_node_affinity_fails_residency_then_it_is_restored(
     affinity = kubectl.get("deployment", "eu", namespace)["spec"]["template"]["spec"]["affinity"]
     terms = affinity["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
     assert terms == [
-        {"matchExpressions": [{"key": "topology.kubernetes.io/region", "operator": "In", "values": ["eu-west-1"]}]}
+        {
+            "matchExpressions": [
+                {"key": "topology.kubernetes.io/region", "operator": "In", "values": ["eu-west-1"]}
+            ]
+        }
     ]
 
 
@@ -134,9 +157,22 @@ def test_loosening_the_container_security_context_fails_pod_security_then_it_is_
     wait_ready(kubectl, "hard", namespace)
 
     kubectl(
-        "patch", "deployment", "hard", "-n", namespace, "--type=json",
-        "-p", '[{"op": "replace", "path": "/spec/template/spec/containers/0/securityContext/readOnlyRootFilesystem",'
-        ' "value": false}]',
+        "patch",
+        "deployment",
+        "hard",
+        "-n",
+        namespace,
+        "--type=json",
+        "-p",
+        json.dumps(
+            [
+                {
+                    "op": "replace",
+                    "path": f"{FIRST_CONTAINER}/securityContext/readOnlyRootFilesystem",
+                    "value": False,
+                }
+            ]
+        ),
     )
 
     failed = wait_control(kubectl, "hard", namespace, "pod-security", "Fail")
@@ -150,7 +186,9 @@ def test_swapping_the_image_for_a_tag_fails_image_digest_then_it_is_restored(
     kubectl.apply(smd("pinned", namespace))
     wait_ready(kubectl, "pinned", namespace)
 
-    kubectl("set", "image", "deployment/pinned", "model=registry.example.com/ml/fraud:latest", "-n", namespace)
+    kubectl(
+        "set", "image", "deployment/pinned", "model=registry.example.com/ml/fraud:latest", "-n", namespace
+    )
 
     failed = wait_control(kubectl, "pinned", namespace, "image-digest", "Fail")
     assert "is not pinned by digest" in failed["message"]
@@ -191,13 +229,26 @@ def test_an_opted_in_weakening_is_reported_in_status_and_metrics(
     compliant = kubectl.condition(found, "Compliant")
     assert compliant is not None
     assert (compliant["status"], compliant["reason"]) == ("False", "ControlsWeakened")
-    assert operator.metric(
-        "securemodels_control_weakened", namespace=namespace, name="wide", control="network-isolation",
-        weakening="IngressFromAnywhere",
-    ) == 1.0
-    assert operator.metric(
-        "securemodels_control_weakened", namespace=namespace, name="wide", control="mtls", weakening="TLS12"
-    ) == 1.0
+    assert (
+        operator.metric(
+            "securemodels_control_weakened",
+            namespace=namespace,
+            name="wide",
+            control="network-isolation",
+            weakening="IngressFromAnywhere",
+        )
+        == 1.0
+    )
+    assert (
+        operator.metric(
+            "securemodels_control_weakened",
+            namespace=namespace,
+            name="wide",
+            control="mtls",
+            weakening="TLS12",
+        )
+        == 1.0
+    )
     assert operator.metric("securemodels_compliant", namespace=namespace, name="wide") == 0.0
 
 
@@ -224,7 +275,9 @@ def test_a_region_no_node_is_in_degrades_with_a_clear_reason(
 # ---------------------------------------------------------------------------------------------- storage
 
 
-def storage_class(name: str, provisioner: str, parameters: dict[str, str], attested: bool = False) -> dict[str, Any]:
+def storage_class(
+    name: str, provisioner: str, parameters: dict[str, str], attested: bool = False
+) -> dict[str, Any]:
     return {
         "apiVersion": "storage.k8s.io/v1",
         "kind": "StorageClass",

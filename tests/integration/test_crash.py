@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from localcluster import LocalCluster, free_port
 from support.kube import Kubectl, wait_for
 from support.manifests import smd
@@ -30,8 +31,16 @@ def start_operator(cluster: LocalCluster, tmp_path: Path) -> Iterator[object]:
 
     def start() -> subprocess.Popen[bytes]:
         command = [
-            sys.executable, "-m", "securemodels", "run", "--kubeconfig", str(cluster.kubeconfig),
-            "--config", str(config), "--http-port", str(free_port()),
+            sys.executable,
+            "-m",
+            "securemodels",
+            "run",
+            "--kubeconfig",
+            str(cluster.kubeconfig),
+            "--config",
+            str(config),
+            "--http-port",
+            str(free_port()),
         ]
         log = (tmp_path / f"operator-{len(processes)}.log").open("wb")
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
@@ -51,7 +60,10 @@ def test_a_killed_operator_converges_after_restart_with_no_duplicates(
     gateway = f"{namespace}-gw"
     kubectl("create", "namespace", gateway)
     kubectl.apply(
-        [smd(f"m{index}", namespace, mtls={"clients": [{"name": "gw", "namespace": gateway}]}) for index in range(COUNT)]
+        [
+            smd(f"m{index}", namespace, mtls={"clients": [{"name": "gw", "namespace": gateway}]})
+            for index in range(COUNT)
+        ]
     )
     first = start_operator()  # type: ignore[operator]
 
@@ -64,7 +76,9 @@ def test_a_killed_operator_converges_after_restart_with_no_duplicates(
 
     def all_ready() -> bool:
         items = kubectl.items("smd", namespace)
-        return len(items) == COUNT and all((item.get("status") or {}).get("phase") == "Ready" for item in items)
+        return len(items) == COUNT and all(
+            (item.get("status") or {}).get("phase") == "Ready" for item in items
+        )
 
     wait_for(all_ready, timeout=120, what="every SMD Ready after the restart")
 
@@ -72,13 +86,15 @@ def test_a_killed_operator_converges_after_restart_with_no_duplicates(
     selector = "app.kubernetes.io/managed-by=secure-model-operator"
     for kind in ("deployment", "service", "serviceaccount", "networkpolicy", "secret", "configmap"):
         owners = Counter(
-            item["metadata"]["labels"]["app.kubernetes.io/instance"] for item in kubectl.items(kind, namespace, selector)
+            item["metadata"]["labels"]["app.kubernetes.io/instance"]
+            for item in kubectl.items(kind, namespace, selector)
         )
         per_smd = {"secret": 1, "configmap": 1}.get(kind, 1)
         assert owners == {f"m{index}": per_smd for index in range(COUNT)}, kind
     # One ReplicaSet per Deployment: the restart did not roll the pods to a second template.
     replica_sets = Counter(
-        item["metadata"]["labels"]["app.kubernetes.io/instance"] for item in kubectl.items("replicaset", namespace)
+        item["metadata"]["labels"]["app.kubernetes.io/instance"]
+        for item in kubectl.items("replicaset", namespace)
     )
     assert replica_sets == {f"m{index}": 1 for index in range(COUNT)}
     client_secrets = kubectl.items("secret", gateway, selector)

@@ -8,13 +8,23 @@ from typing import Any
 
 import pytest
 import yaml
+
 from support.kube import Kubectl, wait_for
 from support.manifests import smd
 from support.operator import RESYNC_SECONDS, RunningOperator
 
 pytestmark = pytest.mark.integration
 
-CHILD_KINDS = ("deployment", "service", "serviceaccount", "networkpolicy", "secret", "configmap", "role", "rolebinding")
+CHILD_KINDS = (
+    "deployment",
+    "service",
+    "serviceaccount",
+    "networkpolicy",
+    "secret",
+    "configmap",
+    "role",
+    "rolebinding",
+)
 
 
 def ready(kubectl: Kubectl, name: str, namespace: str) -> dict[str, Any] | None:
@@ -51,7 +61,10 @@ def test_a_valid_smd_becomes_ready_with_owned_labelled_children_and_admitted_pod
             "fraud",
             namespace,
             model={"replicas": 2},
-            access={"viewers": [{"kind": "Group", "name": "auditors"}], "deployers": [{"kind": "User", "name": "a"}]},
+            access={
+                "viewers": [{"kind": "Group", "name": "auditors"}],
+                "deployers": [{"kind": "User", "name": "a"}],
+            },
         )
     )
 
@@ -61,7 +74,8 @@ def test_a_valid_smd_becomes_ready_with_owned_labelled_children_and_admitted_pod
     status = found["status"]
     assert status["phase"] == "Ready"
     assert status["observedGeneration"] == found["metadata"]["generation"]
-    assert kubectl.condition(found, "Compliant")["status"] == "True"
+    compliant = kubectl.condition(found, "Compliant")
+    assert compliant is not None and compliant["status"] == "True"
     assert {control["name"]: control["status"] for control in status["controls"]} == {
         "image-digest": "Pass",
         "network-isolation": "Pass",
@@ -73,7 +87,18 @@ def test_a_valid_smd_becomes_ready_with_owned_labelled_children_and_admitted_pod
     }
     kinds = sorted(item["kind"] for item in children(kubectl, "fraud", namespace))
     assert kinds == sorted(
-        ["ConfigMap", "Deployment", "NetworkPolicy", "Role", "Role", "RoleBinding", "RoleBinding", "Secret", "Service", "ServiceAccount"]
+        [
+            "ConfigMap",
+            "Deployment",
+            "NetworkPolicy",
+            "Role",
+            "Role",
+            "RoleBinding",
+            "RoleBinding",
+            "Secret",
+            "Service",
+            "ServiceAccount",
+        ]
     )
     for item in children(kubectl, "fraud", namespace):
         owners = item["metadata"]["ownerReferences"]
@@ -90,7 +115,9 @@ def test_a_valid_smd_becomes_ready_with_owned_labelled_children_and_admitted_pod
     assert all(pod["status"]["phase"] == "Running" for pod in pods)
 
 
-def test_pod_security_admission_is_really_enforced_in_the_test_namespace(kubectl: Kubectl, namespace: str) -> None:
+def test_pod_security_admission_is_really_enforced_in_the_test_namespace(
+    kubectl: Kubectl, namespace: str
+) -> None:
     """Guards the test above: a pod with default settings must be refused in the same kind of namespace."""
     pod = {
         "apiVersion": "v1",
@@ -111,28 +138,43 @@ def test_a_second_reconcile_of_an_unchanged_smd_writes_nothing(
     kubectl.apply(smd("steady", namespace))
     before_smd = wait_for(lambda: ready(kubectl, "steady", namespace), timeout=60, what="steady Ready")
     time.sleep(RESYNC_SECONDS * 1.5)  # let the post-Ready pass settle
-    before = {item["metadata"]["name"] + item["kind"]: item["metadata"]["resourceVersion"] for item in children(kubectl, "steady", namespace)}
+    before = {
+        item["metadata"]["name"] + item["kind"]: item["metadata"]["resourceVersion"]
+        for item in children(kubectl, "steady", namespace)
+    }
     before_smd = kubectl.get("smd", "steady", namespace)
     writes_before = operator.metric("securemodels_api_writes_total", verb="apply")
 
     time.sleep(RESYNC_SECONDS * 3)  # at least two full resyncs
 
-    after = {item["metadata"]["name"] + item["kind"]: item["metadata"]["resourceVersion"] for item in children(kubectl, "steady", namespace)}
+    after = {
+        item["metadata"]["name"] + item["kind"]: item["metadata"]["resourceVersion"]
+        for item in children(kubectl, "steady", namespace)
+    }
     assert after == before
-    assert kubectl.get("smd", "steady", namespace)["metadata"]["resourceVersion"] == before_smd["metadata"]["resourceVersion"]
+    assert (
+        kubectl.get("smd", "steady", namespace)["metadata"]["resourceVersion"]
+        == before_smd["metadata"]["resourceVersion"]
+    )
     assert operator.metric("securemodels_api_writes_total", verb="apply") == writes_before
 
 
-def test_deleting_the_smd_removes_every_child(kubectl: Kubectl, namespace: str, operator: RunningOperator) -> None:
+def test_deleting_the_smd_removes_every_child(
+    kubectl: Kubectl, namespace: str, operator: RunningOperator
+) -> None:
     kubectl("create", "namespace", f"{namespace}-gw")
-    kubectl.apply(smd("doomed", namespace, mtls={"clients": [{"name": "gw", "namespace": f"{namespace}-gw"}]}))
+    kubectl.apply(
+        smd("doomed", namespace, mtls={"clients": [{"name": "gw", "namespace": f"{namespace}-gw"}]})
+    )
     wait_for(lambda: ready(kubectl, "doomed", namespace), timeout=60, what="doomed Ready")
     assert kubectl.get("secret", f"doomed.{namespace}.client-gw", f"{namespace}-gw") is not None
 
     kubectl("delete", "smd", "doomed", "-n", namespace)
 
     wait_for(lambda: not children(kubectl, "doomed", namespace), timeout=60, what="children gone")
-    wait_for(lambda: not kubectl.items("pod", namespace, "app.kubernetes.io/instance=doomed"), what="pods gone")
+    wait_for(
+        lambda: not kubectl.items("pod", namespace, "app.kubernetes.io/instance=doomed"), what="pods gone"
+    )
     wait_for(
         lambda: kubectl.get("secret", f"doomed.{namespace}.client-gw", f"{namespace}-gw") is None,
         what="client Secret in the other namespace gone",

@@ -6,13 +6,13 @@ from collections.abc import Iterator
 
 import pytest
 import yaml
+
 from localcluster import LocalCluster
+from securemodels.config import OperatorConfig
 from support.kube import Kubectl, wait_for
 from support.manifests import smd
 from support.operator import RESYNC_SECONDS, FakeClock, RunningOperator
 from support.paths import OPERATOR_NAMESPACE
-
-from securemodels.config import OperatorConfig
 
 pytestmark = pytest.mark.integration
 TRUSTED = "registry.example.com"
@@ -51,9 +51,14 @@ def test_an_image_inside_both_allow_lists_is_deployed(
     kubectl: Kubectl, namespace: str, operator: RunningOperator
 ) -> None:
     image = f"{TRUSTED}/ml/model{DIGEST}"
-    kubectl.apply(smd("local", namespace, model={"image": image}, imagePolicy={"allowedRegistries": [TRUSTED]}))
+    kubectl.apply(
+        smd("local", namespace, model={"image": image}, imagePolicy={"allowedRegistries": [TRUSTED]})
+    )
 
-    wait_for(lambda: (kubectl.get("smd", "local", namespace).get("status") or {}).get("phase") == "Ready", timeout=60)
+    wait_for(
+        lambda: (kubectl.get("smd", "local", namespace).get("status") or {}).get("phase") == "Ready",
+        timeout=60,
+    )
 
     containers = kubectl.get("deployment", "local", namespace)["spec"]["template"]["spec"]["containers"]
     assert containers[0]["image"] == image
@@ -62,8 +67,12 @@ def test_an_image_inside_both_allow_lists_is_deployed(
 
 
 def test_the_smds_own_allow_list_is_enforced_at_admission(kubectl: Kubectl, namespace: str) -> None:
-    manifest = smd("elsewhere", namespace, imagePolicy={"allowedRegistries": [TRUSTED]},
-                   model={"image": f"quay.io/x/model{DIGEST}"})
+    manifest = smd(
+        "elsewhere",
+        namespace,
+        imagePolicy={"allowedRegistries": [TRUSTED]},
+        model={"image": f"quay.io/x/model{DIGEST}"},
+    )
 
     result = kubectl.run("apply", "-f", "-", stdin=yaml.safe_dump(manifest))
 

@@ -13,15 +13,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from localcluster import LocalCluster
-from support.kube import Kubectl, wait_for
-from support.manifests import smd
-from support.paths import OPERATOR_NAMESPACE
 
+from localcluster import LocalCluster
 from securemodels import metrics
 from securemodels.config import OperatorConfig
 from securemodels.handlers.reconcile import Reconciler
 from securemodels.k8s.client import Kube, load_config
+from support.kube import Kubectl, wait_for
+from support.manifests import smd
+from support.paths import OPERATOR_NAMESPACE
 
 pytestmark = pytest.mark.integration
 
@@ -43,7 +43,9 @@ def test_a_malformed_spec_is_reported_once_and_not_retried_hot(
     async def reconcile(body: dict[str, Any]) -> str:
         kube = Kube(load_config(Path(cluster.kubeconfig)))
         try:
-            reconciler = Reconciler(kube, OperatorConfig(namespace=OPERATOR_NAMESPACE), lambda: datetime.now(UTC))
+            reconciler = Reconciler(
+                kube, OperatorConfig(namespace=OPERATOR_NAMESPACE), lambda: datetime.now(UTC)
+            )
             return (await reconciler.reconcile(body)).phase
         finally:
             await kube.close()

@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
+
 from support.kube import Kubectl, wait_for
 from support.manifests import smd
 from support.operator import FakeClock, RunningOperator
@@ -25,8 +26,12 @@ def status(kubectl: Kubectl, name: str, namespace: str) -> dict[str, Any]:
 
 
 def wait_ready(kubectl: Kubectl, name: str, namespace: str) -> dict[str, Any]:
+    def ready_status() -> dict[str, Any] | None:
+        found = status(kubectl, name, namespace)
+        return found if found.get("phase") == "Ready" else None
+
     return wait_for(
-        lambda: (found := status(kubectl, name, namespace)).get("phase") == "Ready" and found,
+        ready_status,
         timeout=60,
         what=f"{name} Ready",
     )
@@ -73,7 +78,9 @@ def test_certificates_and_bundles_are_delivered_owned_and_labelled(
     assert found["certificate"]["sha256Fingerprint"] == template_fingerprint(kubectl, "tls", namespace)
     mtls_ready = kubectl.condition(kubectl.get("smd", "tls", namespace), "MTLSReady")
     assert mtls_ready is not None and mtls_ready["status"] == "True"
-    expiry = operator.metric("securemodels_certificate_expiry_timestamp_seconds", namespace=namespace, name="tls")
+    expiry = operator.metric(
+        "securemodels_certificate_expiry_timestamp_seconds", namespace=namespace, name="tls"
+    )
     not_after = datetime.fromisoformat(found["certificate"]["notAfter"].replace("Z", "+00:00"))
     assert expiry == not_after.timestamp()
 
@@ -81,30 +88,42 @@ def test_certificates_and_bundles_are_delivered_owned_and_labelled(
 def test_removing_a_client_removes_its_secret_and_bundle(
     kubectl: Kubectl, namespace: str, client_namespace: str, operator: RunningOperator
 ) -> None:
-    clients = [{"name": "gw", "namespace": client_namespace}, {"name": "batch", "namespace": client_namespace}]
+    clients = [
+        {"name": "gw", "namespace": client_namespace},
+        {"name": "batch", "namespace": client_namespace},
+    ]
     kubectl.apply(smd("two", namespace, mtls={"clients": clients}))
     wait_ready(kubectl, "two", namespace)
     assert kubectl.get("secret", f"two.{namespace}.client-batch", client_namespace) is not None
 
     kubectl.apply(smd("two", namespace, mtls={"clients": clients[:1]}))
 
-    wait_for(lambda: kubectl.get("secret", f"two.{namespace}.client-batch", client_namespace) is None, what="gone")
+    wait_for(
+        lambda: kubectl.get("secret", f"two.{namespace}.client-batch", client_namespace) is None, what="gone"
+    )
     assert kubectl.get("secret", f"two.{namespace}.client-gw", client_namespace) is not None
     assert kubectl.get("configmap", f"two.{namespace}.ca-bundle", client_namespace) is not None
 
     kubectl.apply(smd("two", namespace, mtls={"clients": []}))
 
-    wait_for(lambda: kubectl.get("configmap", f"two.{namespace}.ca-bundle", client_namespace) is None, what="gone")
+    wait_for(
+        lambda: kubectl.get("configmap", f"two.{namespace}.ca-bundle", client_namespace) is None, what="gone"
+    )
     assert kubectl.get("secret", f"two.{namespace}.client-gw", client_namespace) is None
 
 
 def test_a_missing_client_namespace_is_named_while_other_clients_get_certificates(
     kubectl: Kubectl, namespace: str, client_namespace: str, operator: RunningOperator
 ) -> None:
-    clients = [{"name": "gw", "namespace": client_namespace}, {"name": "ghost", "namespace": "no-such-namespace"}]
+    clients = [
+        {"name": "gw", "namespace": client_namespace},
+        {"name": "ghost", "namespace": "no-such-namespace"},
+    ]
     kubectl.apply(smd("partial", namespace, mtls={"clients": clients}))
 
-    wait_for(lambda: status(kubectl, "partial", namespace).get("phase") == "Degraded", timeout=60, what="Degraded")
+    wait_for(
+        lambda: status(kubectl, "partial", namespace).get("phase") == "Degraded", timeout=60, what="Degraded"
+    )
 
     ready = kubectl.condition(kubectl.get("smd", "partial", namespace), "Ready")
     assert ready is not None
@@ -117,7 +136,11 @@ def test_renewal_under_an_injected_clock_rolls_the_pods(
     kubectl: Kubectl, namespace: str, client_namespace: str, operator: RunningOperator, clock: FakeClock
 ) -> None:
     kubectl.apply(
-        smd("rotating", namespace, mtls={"certificateDuration": "3h", "clients": [{"name": "gw", "namespace": client_namespace}]})
+        smd(
+            "rotating",
+            namespace,
+            mtls={"certificateDuration": "3h", "clients": [{"name": "gw", "namespace": client_namespace}]},
+        )
     )
     before = wait_ready(kubectl, "rotating", namespace)["certificate"]
     old_client = secret_data(kubectl, f"rotating.{namespace}.client-gw", client_namespace)["tls.crt"]
@@ -126,13 +149,17 @@ def test_renewal_under_an_injected_clock_rolls_the_pods(
     clock.advance(timedelta(hours=2, minutes=5))  # inside the last third of a 3h certificate
 
     after = wait_for(
-        lambda: (found := status(kubectl, "rotating", namespace).get("certificate", {})).get("serialNumber")
-        != before["serialNumber"]
-        and found,
+        lambda: (
+            (found := status(kubectl, "rotating", namespace).get("certificate", {})).get("serialNumber")
+            != before["serialNumber"]
+            and found
+        ),
         what="a renewed certificate",
     )
     assert after["sha256Fingerprint"] == wait_for(
-        lambda: (fp := template_fingerprint(kubectl, "rotating", namespace)) == after["sha256Fingerprint"] and fp,
+        lambda: (
+            (fp := template_fingerprint(kubectl, "rotating", namespace)) == after["sha256Fingerprint"] and fp
+        ),
         what="the pod template to carry the new fingerprint",
     )
     assert kubectl.get("deployment", "rotating", namespace)["metadata"]["generation"] > generation
@@ -158,14 +185,24 @@ def test_a_ca_certificate_edited_into_garbage_is_replaced_with_overlap(
     warnings_before = len(ca_events(kubectl))
 
     garbage = base64.b64encode(b"-----BEGIN CERTIFICATE-----\nnot a certificate\n").decode()
-    kubectl("patch", "secret", "securemodels-ca", "-n", OPERATOR_NAMESPACE, "-p", json.dumps({"data": {"tls.crt": garbage}}))
+    kubectl(
+        "patch",
+        "secret",
+        "securemodels-ca",
+        "-n",
+        OPERATOR_NAMESPACE,
+        "-p",
+        json.dumps({"data": {"tls.crt": garbage}}),
+    )
 
     # The bundle still names the old CA, so certificates it signed stay valid while a new CA joins.
     wait_for(lambda: len(ca_events(kubectl)) > warnings_before, what="a CAReplaced Warning")
-    bundle = wait_for(
-        lambda: (found := secret_data(kubectl, "overlap-tls", namespace)["ca.crt"]) != bundle_before and found,
-        what="the new CA in the model's bundle",
-    )
+
+    def new_bundle() -> bytes | None:
+        found = secret_data(kubectl, "overlap-tls", namespace)["ca.crt"]
+        return found if found != bundle_before else None
+
+    bundle = wait_for(new_bundle, what="the new CA in the model's bundle")
     assert bundle.count(b"BEGIN CERTIFICATE") == 2
     assert bundle_before in bundle
     assert b"not a certificate" not in secret_data(kubectl, "securemodels-ca", OPERATOR_NAMESPACE)["tls.crt"]
@@ -185,7 +222,10 @@ def test_a_ca_secret_wiped_into_garbage_gets_a_new_ca_and_every_certificate_reis
     kubectl("patch", "secret", "securemodels-ca", "-n", OPERATOR_NAMESPACE, "-p", json.dumps(wiped))
 
     wait_for(
-        lambda: status(kubectl, "trusting", namespace).get("certificate", {}).get("serialNumber") != before["serialNumber"],
+        lambda: (
+            status(kubectl, "trusting", namespace).get("certificate", {}).get("serialNumber")
+            != before["serialNumber"]
+        ),
         what="a certificate from the new CA",
     )
     assert len(ca_events(kubectl)) > warnings_before
@@ -203,10 +243,21 @@ def test_private_keys_never_appear_in_status_events_logs_or_metrics(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    kubectl.apply(smd("secretive", namespace, mtls={"certificateDuration": "3h", "clients": [{"name": "gw", "namespace": client_namespace}]}))
+    kubectl.apply(
+        smd(
+            "secretive",
+            namespace,
+            mtls={"certificateDuration": "3h", "clients": [{"name": "gw", "namespace": client_namespace}]},
+        )
+    )
     first = wait_ready(kubectl, "secretive", namespace)["certificate"]
     clock.advance(timedelta(hours=2, minutes=5))  # a renewal too, so keys are issued while we listen
-    wait_for(lambda: status(kubectl, "secretive", namespace).get("certificate", {}).get("serialNumber") != first["serialNumber"])
+    wait_for(
+        lambda: (
+            status(kubectl, "secretive", namespace).get("certificate", {}).get("serialNumber")
+            != first["serialNumber"]
+        )
+    )
 
     keys = [
         secret_data(kubectl, "secretive-tls", namespace)["tls.key"],
@@ -215,7 +266,9 @@ def test_private_keys_never_appear_in_status_events_logs_or_metrics(
     ]
     # The base64 body of each PEM key, in 40-character slices: any of them leaking is a failure.
     fragments = [
-        line for key in keys for line in re.findall(r"[A-Za-z0-9+/=]{40}", b"".join(key.splitlines()[1:-1]).decode())
+        line
+        for key in keys
+        for line in re.findall(r"[A-Za-z0-9+/=]{40}", b"".join(key.splitlines()[1:-1]).decode())
     ]
     assert fragments
     places = {

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import yaml
+
 from localcluster import LocalCluster
 
 T = TypeVar("T")
@@ -52,7 +53,9 @@ class Kubectl:
 
     def items(self, kind: str, namespace: str | None = None, selector: str | None = None) -> list[Any]:
         args = ["-l", selector] if selector else []
-        found = self.get(kind, None, namespace, *args) if namespace else self.get(kind, None, None, "-A", *args)
+        found = (
+            self.get(kind, None, namespace, *args) if namespace else self.get(kind, None, None, "-A", *args)
+        )
         return list(found["items"])
 
     def condition(self, smd: dict[str, Any] | None, kind: str) -> dict[str, Any] | None:
@@ -68,7 +71,9 @@ class Kubectl:
         return None
 
 
-def wait_for(probe: Callable[[], T | None], timeout: float = 30.0, interval: float = 0.2, what: str = "") -> T:
+def wait_for(
+    probe: Callable[[], T | None], timeout: float = 30.0, interval: float = 0.2, what: str = ""
+) -> T:
     """Poll until `probe` returns something truthy; fail with the last value seen."""
     deadline = time.monotonic() + timeout
     last: T | None = None

@@ -10,7 +10,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from localcluster import free_port
-
 from securemodels.config import OperatorConfig
 from securemodels.handlers.runtime import run
 
@@ -54,7 +53,7 @@ class RunningOperator:
                     started=self._started,
                 )
             )
-        except BaseException as error:  # surfaced by stop()
+        except BaseException as error:  # noqa: BLE001 - handed to the test's thread by start() and stop()
             self.error = error
             self._started.set()
 
@@ -74,7 +73,7 @@ class RunningOperator:
 
     def http(self, path: str) -> tuple[int, str]:
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as reply:  # noqa: S310
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as reply:
                 return reply.status, reply.read().decode()
         except urllib.error.HTTPError as error:
             return error.code, error.read().decode()

@@ -143,7 +143,11 @@ BAD_SPECS: list[tuple[str, dict[str, Any], tuple[str | int, ...]]] = [
     ),
     (
         "env reference to a bad ConfigMap name",
-        {"model": {"env": [{"name": "X", "valueFrom": {"configMapKeyRef": {"name": "Bad_Name", "key": "k"}}}]}},
+        {
+            "model": {
+                "env": [{"name": "X", "valueFrom": {"configMapKeyRef": {"name": "Bad_Name", "key": "k"}}}]
+            }
+        },
         ("model", "env", 0, "valueFrom", "configMapKeyRef", "name"),
     ),
     (

@@ -86,9 +86,11 @@ def test_secrets_are_mounted_read_only_as_files_never_put_in_the_environment() -
     built = deployment(model={"secretFiles": [{"name": "store", "secretName": "creds"}]})
     model = container(built, "model")
 
-    assert {"name": "secret-store", "mountPath": "/var/run/secrets/securemodels/store", "readOnly": True} in model[
-        "volumeMounts"
-    ]
+    assert {
+        "name": "secret-store",
+        "mountPath": "/var/run/secrets/securemodels/store",
+        "readOnly": True,
+    } in model["volumeMounts"]
     volumes = built["spec"]["template"]["spec"]["volumes"]
     assert {"name": "secret-store", "secret": {"secretName": "creds", "defaultMode": 0o440}} in volumes
     assert not [item for item in model["env"] if "secretKeyRef" in item.get("valueFrom", {})]

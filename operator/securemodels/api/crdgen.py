@@ -38,9 +38,9 @@ def _resolve(node: Any, defs: dict[str, Any]) -> Any:
         target = defs[ref.rsplit("/", 1)[-1]]
         merged = {**target, **node}  # the field's own description wins over the class docstring
         if "x-kubernetes-validations" in target and "x-kubernetes-validations" in node:
-            merged["x-kubernetes-validations"] = target["x-kubernetes-validations"] + node[
-                "x-kubernetes-validations"
-            ]
+            merged["x-kubernetes-validations"] = (
+                target["x-kubernetes-validations"] + node["x-kubernetes-validations"]
+            )
         return _resolve(merged, defs)
     any_of = node.pop("anyOf", None)
     if any_of is not None:

@@ -22,7 +22,7 @@ SHORT_NAMES = ("smd",)
 # Children are named <name>-<purpose>; 45 leaves room for every purpose within 63 characters.
 MAX_NAME_LENGTH = 45
 
-SECRET_FILES_DIR = "/var/run/secrets/securemodels"
+SECRET_FILES_DIR = "/var/run/secrets/securemodels"  # noqa: S105 - a directory, not a password
 # Ports the operator's sidecar owns inside the pod; the model must not take them.
 TLS_PORT = 8443
 HEALTH_PORT = 8081
@@ -50,9 +50,7 @@ def validations(*rules: dict[str, str]) -> dict[str, Any]:
 
 
 class ApiModel(BaseModel):
-    model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
-    )
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
 
 
 # ---------------------------------------------------------------------------------------------- model
@@ -67,7 +65,8 @@ class KeyReference(ApiModel):
 
 class EnvSource(ApiModel):
     """Where an environment variable's value comes from. Secrets are mounted as files instead
-    (spec.model.secretFiles): values in the environment leak through /proc, child processes and crash dumps."""
+    (spec.model.secretFiles): values in the environment leak through /proc, child processes and crash
+    dumps."""
 
     config_map_key_ref: KeyReference = Field(description="A key of a ConfigMap in the namespace.")
 
@@ -91,9 +90,7 @@ class EnvVar(ApiModel):
             cel("has(self.value) != has(self.valueFrom)", "exactly one of value or valueFrom must be set")
         )
     )
-    name: str = Field(
-        description="Variable name.", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=128
-    )
+    name: str = Field(description="Variable name.", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=128)
     value: str | None = Field(None, description="Literal value.", max_length=32768)
     value_from: EnvSource | None = Field(None, description="Value read from a Secret or ConfigMap.")
 
@@ -222,7 +219,8 @@ class LabelSelectorRequirement(ApiModel):
 
     key: str = Field(description="Label key.", max_length=317)
     operator: Literal["In", "NotIn", "Exists", "DoesNotExist"] = Field(
-        description="Relation to values.", json_schema_extra={"maxLength": 12}  # bounds CEL cost estimates
+        description="Relation to values.",
+        json_schema_extra={"maxLength": 12},  # bounds CEL cost estimates
     )
     values: list[Annotated[str, Field(max_length=63)]] = Field(
         default_factory=list, max_length=64, description="Values for In and NotIn."
@@ -318,9 +316,8 @@ class Network(ApiModel):
     model_config = ConfigDict(
         json_schema_extra=validations(
             cel(
-                "self.allowIngressFromAnywhere || !has(self.ingress) || !self.ingress.exists(r, r.from.exists(p, "
-                + PEER_IS_ANYWHERE
-                + "))",
+                "self.allowIngressFromAnywhere || !has(self.ingress) || "
+                "!self.ingress.exists(r, r.from.exists(p, " + PEER_IS_ANYWHERE + "))",
                 "spec.network.ingress admits every namespace or address: narrow the peer, or set "
                 "spec.network.allowIngressFromAnywhere: true to accept the weakening",
                 ".ingress",
@@ -408,7 +405,11 @@ class MTLS(ApiModel):
         )
     )
     certificate_duration: str = Field(
-        "24h", pattern=DURATION_PATTERN, min_length=2, max_length=16, description="Lifetime of issued certificates."
+        "24h",
+        pattern=DURATION_PATTERN,
+        min_length=2,
+        max_length=16,
+        description="Lifetime of issued certificates.",
     )
     renew_before: str | None = Field(
         None,
@@ -429,7 +430,10 @@ class MTLS(ApiModel):
         default_factory=list,
         max_length=64,
         description="Clients allowed to call the model. Default: none.",
-        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name", "namespace"]},
+        json_schema_extra={
+            "x-kubernetes-list-type": "map",
+            "x-kubernetes-list-map-keys": ["name", "namespace"],
+        },
     )
 
 
@@ -481,11 +485,14 @@ class Storage(ApiModel):
         pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
         description=(
             "StorageClass of the volume. It must encrypt: a known provisioner parameter, or the "
-            "annotation securemodels.io/encrypted=\"true\" set by a cluster admin."
+            'annotation securemodels.io/encrypted="true" set by a cluster admin.'
         ),
     )
     mount_path: str = Field(
-        "/models", pattern=r"^/[A-Za-z0-9/._-]*$", max_length=256, description="Mount path in the model container."
+        "/models",
+        pattern=r"^/[A-Za-z0-9/._-]*$",
+        max_length=256,
+        description="Mount path in the model container.",
     )
 
 

@@ -17,7 +17,6 @@ from securemodels.desired.model import Blocker, Context, Manifest
 from securemodels.desired.workload import deployment
 from securemodels.pki import KeyPair
 
-
 DESIRED_HASH_ANNOTATION = "securemodels.io/desired-hash"
 
 
@@ -56,7 +55,8 @@ def preflight(context: Context, live_pvc: Manifest | None) -> tuple[Blocker, ...
         blockers.append(
             Blocker(
                 "ReferenceNotFound",
-                "spec.model refers to objects that do not exist: " + ", ".join(context.facts.missing_references),
+                "spec.model refers to objects that do not exist: "
+                + ", ".join(context.facts.missing_references),
             )
         )
     return tuple(blocker for blocker in blockers if blocker is not None)
@@ -84,7 +84,9 @@ def build(context: Context, server: mtls.ServerTLS, clients: Mapping[str, KeyPai
         and mtls.client_identity(client) in clients
     ]
     for client in delivered:
-        remote.append(mtls.client_secret(context, client, clients[mtls.client_identity(client)], server.bundle_pem))
+        remote.append(
+            mtls.client_secret(context, client, clients[mtls.client_identity(client)], server.bundle_pem)
+        )
     for namespace in sorted({client.namespace for client in delivered}):
         remote.append(mtls.ca_bundle_config_map(context, namespace, server.bundle_pem))
     return Desired(tuple(stamp(item) for item in owned), tuple(stamp(item) for item in remote))

@@ -56,7 +56,9 @@ def plan(
     infos = [pki.certificate_info(pair.cert_pem) for pair in (server, *issued_clients.values())]
     server_info = infos[0]
     return CertificatePlan(
-        server=mtls.ServerTLS(pair=server, bundle_pem=ca.bundle_pem(), fingerprint=server_info.sha256_fingerprint),
+        server=mtls.ServerTLS(
+            pair=server, bundle_pem=ca.bundle_pem(), fingerprint=server_info.sha256_fingerprint
+        ),
         clients=issued_clients,
         renewals=tuple(renewals),
         next_renewal=min(info.not_after - renew_before for info in infos),

@@ -2,16 +2,15 @@
 drift. The API server adds defaults and other managers add fields, so "carries" means: every field we
 set is there with our value; lists must match item by item."""
 
-
 from __future__ import annotations
 
 import re
 from decimal import Decimal
 from typing import Any
 
-_EMPTY: tuple[Any, ...] = ([], {})
+_EMPTY: tuple[list[Any], dict[str, Any]] = ([], {})
 _QUANTITY = re.compile(r"([0-9]+(?:\.[0-9]+)?)(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?")
-_FACTORS = {
+_FACTORS: dict[str | None, Decimal] = {
     None: Decimal(1),
     "m": Decimal("0.001"),
     **{suffix: Decimal(1000) ** power for power, suffix in enumerate("kMGTPE", start=1)},

@@ -27,9 +27,15 @@ def judge(context: Context, observed: Observed) -> list[ControlResult]:
     return [
         image_digest.check(context, deployment),
         network.check(context, observed.network_policies),
-        mtls.check(context, deployment, observed.service, observed.sidecar_config, observed.server_certificate),
+        mtls.check(
+            context, deployment, observed.service, observed.sidecar_config, observed.server_certificate
+        ),
         rbac.check(
-            context, observed.service_account, observed.roles, observed.role_bindings, observed.cluster_role_bindings
+            context,
+            observed.service_account,
+            observed.roles,
+            observed.role_bindings,
+            observed.cluster_role_bindings,
         ),
         storage.check(context, deployment, observed.pvc),
         residency.check(context, deployment),
@@ -51,7 +57,9 @@ def _rollout(context: Context, deployment: Manifest | None) -> Summary:
     wanted = context.spec.model.replicas
     for condition in status.get("conditions") or []:
         if condition.get("type") == "Progressing" and condition.get("reason") == "ProgressDeadlineExceeded":
-            return Summary("Degraded", "RolloutStuck", condition.get("message", "rollout exceeded its deadline"))
+            return Summary(
+                "Degraded", "RolloutStuck", condition.get("message", "rollout exceeded its deadline")
+            )
     generation = deployment["metadata"].get("generation", 0)
     current = (
         status.get("observedGeneration", 0) >= generation
@@ -70,7 +78,10 @@ def _rollout(context: Context, deployment: Manifest | None) -> Summary:
 
 
 def summarize(
-    context: Context, results: Sequence[ControlResult], blockers: Sequence[Blocker], deployment: Manifest | None
+    context: Context,
+    results: Sequence[ControlResult],
+    blockers: Sequence[Blocker],
+    deployment: Manifest | None,
 ) -> Summary:
     """The first applicable rule wins: blocked, failing control, delivery problems, rollout."""
     if blockers:
@@ -140,11 +151,18 @@ def build_status(
     previous_conditions = {item["type"]: item for item in (previous or {}).get("conditions") or []}
     compliant, compliance_reason, compliance_message = _compliance(results)
     conditions = [
-        _condition(previous_conditions, context, READY, summary.phase == "Ready", summary.reason, summary.message),
+        _condition(
+            previous_conditions, context, READY, summary.phase == "Ready", summary.reason, summary.message
+        ),
         _condition(previous_conditions, context, COMPLIANT, compliant, compliance_reason, compliance_message),
         *(
             _condition(
-                previous_conditions, context, CONDITION_OF[result.name], result.status == "Pass", result.reason, result.message
+                previous_conditions,
+                context,
+                CONDITION_OF[result.name],
+                result.status == "Pass",
+                result.reason,
+                result.message,
             )
             for result in results
         ),

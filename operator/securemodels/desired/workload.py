@@ -18,7 +18,10 @@ def _env(variable: EnvVar) -> dict[str, Any]:
     if variable.value_from is None:
         return {"name": variable.name, "value": variable.value}
     reference = variable.value_from.config_map_key_ref
-    return {"name": variable.name, "valueFrom": {"configMapKeyRef": {"name": reference.name, "key": reference.key}}}
+    return {
+        "name": variable.name,
+        "valueFrom": {"configMapKeyRef": {"name": reference.name, "key": reference.key}},
+    }
 
 
 def _secret_volume(name: str) -> str:

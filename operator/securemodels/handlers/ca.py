@@ -19,7 +19,7 @@ from securemodels.k8s import events, read
 from securemodels.k8s.client import Kube
 
 log = logging.getLogger(__name__)
-CA_SECRET = "securemodels-ca"
+CA_SECRET = "securemodels-ca"  # noqa: S105 - the Secret's name
 
 
 class CAStore:
@@ -63,7 +63,9 @@ class CAStore:
                 },
             },
             "type": "Opaque",
-            "data": {key: base64.b64encode(value).decode() for key, value in pki.ca_to_secret_data(state).items()},
+            "data": {
+                key: base64.b64encode(value).decode() for key, value in pki.ca_to_secret_data(state).items()
+            },
         }
 
     @staticmethod

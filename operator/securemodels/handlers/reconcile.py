@@ -75,7 +75,9 @@ class Reconciler:
             return await self._blocked_without_spec(owner, previous, error, now)
 
         context = Context(owner=owner, spec=spec, config=self.config, now=now)
-        context = replace(context, facts=await read.facts(self.kube, context, desired.referenced_objects(context)))
+        context = replace(
+            context, facts=await read.facts(self.kube, context, desired.referenced_objects(context))
+        )
         observed, tls_secret = await read.observe(self.kube, owner)
         blockers = desired.preflight(context, observed.pvc)
         notes: list[str] = []
@@ -110,7 +112,9 @@ class Reconciler:
         )
         await self._write_status(owner, previous, new_status)
         for event in status_rules.transitions(previous, new_status):
-            await events.post(self.kube, events.about_smd(owner), event.type, event.reason, event.message, now)
+            await events.post(
+                self.kube, events.about_smd(owner), event.type, event.reason, event.message, now
+            )
         for note in notes:
             await events.post(self.kube, events.about_smd(owner), "Normal", "CertificateIssued", note, now)
         if drifted:
@@ -141,20 +145,33 @@ class Reconciler:
             current = live.get(key)
             if current is not None and carries(current, manifest):
                 continue
-            if steady and (current is None or desired.desired_hash(current) == desired.desired_hash(manifest)):
+            if steady and (
+                current is None or desired.desired_hash(current) == desired.desired_hash(manifest)
+            ):
                 drifted = True
                 metrics.DRIFT_CORRECTIONS.labels(kind=key[0]).inc()
                 what = "was deleted" if current is None else "was changed"
-                log.warning("%s/%s: %s %s %s outside the operator; restoring it", owner.namespace, owner.name, *key, what)
+                log.warning(
+                    "%s/%s: %s %s %s outside the operator; restoring it",
+                    owner.namespace,
+                    owner.name,
+                    *key,
+                    what,
+                )
             await self.kube.apply(manifest)
             changed = True
         return changed, drifted
 
     async def _apply_remote(self, owner: naming.Owner, manifests: tuple[Manifest, ...]) -> bool:
-        wanted = {(item["kind"], item["metadata"]["namespace"], item["metadata"]["name"]): item for item in manifests}
+        wanted = {
+            (item["kind"], item["metadata"]["namespace"], item["metadata"]["name"]): item
+            for item in manifests
+        }
         changed = False
         existing = await read.remote_objects(self.kube, self.config.watch_namespaces, owner.uid)
-        live = {(item["kind"], item["metadata"]["namespace"], item["metadata"]["name"]): item for item in existing}
+        live = {
+            (item["kind"], item["metadata"]["namespace"], item["metadata"]["name"]): item for item in existing
+        }
         for key, manifest in wanted.items():
             if key in live and carries(live[key], manifest):
                 continue
@@ -162,7 +179,14 @@ class Reconciler:
             changed = True
         for key in live.keys() - wanted.keys():
             kind, namespace, name = key
-            log.info("%s/%s: removing %s %s/%s (client no longer declared)", owner.namespace, owner.name, kind, namespace, name)
+            log.info(
+                "%s/%s: removing %s %s/%s (client no longer declared)",
+                owner.namespace,
+                owner.name,
+                kind,
+                namespace,
+                name,
+            )
             await self.kube.delete(kind, name, namespace)
             changed = True
         return changed
@@ -205,7 +229,9 @@ class Reconciler:
             "lastTransitionTime": timestamp,
             "observedGeneration": owner.generation,
         }
-        old_ready = next((item for item in previous.get("conditions") or [] if item["type"] == status_rules.READY), None)
+        old_ready = next(
+            (item for item in previous.get("conditions") or [] if item["type"] == status_rules.READY), None
+        )
         if old_ready and old_ready.get("status") == "False":
             ready["lastTransitionTime"] = old_ready["lastTransitionTime"]
         new = {**previous, "observedGeneration": owner.generation, "phase": "Blocked", "conditions": [ready]}
@@ -235,7 +261,9 @@ def _with_renewal_notes(results: list[ControlResult], notes: list[str]) -> list[
     if not notes:
         return results
     return [
-        replace(result, message=f"{result.message}; {'; '.join(notes)}") if result.name == mtls.NAME else result
+        replace(result, message=f"{result.message}; {'; '.join(notes)}")
+        if result.name == mtls.NAME
+        else result
         for result in results
     ]
 
@@ -246,7 +274,9 @@ def _export_metrics(
     namespace, name = owner.namespace, owner.name
     kept: set[tuple[str, ...]] = set()
     for result in results:
-        metrics.COMPLIANCE_STATUS.labels(namespace, name, result.name).set(1 if result.status == "Pass" else 0)
+        metrics.COMPLIANCE_STATUS.labels(namespace, name, result.name).set(
+            1 if result.status == "Pass" else 0
+        )
         kept.add((namespace, name, result.name))
         for weakening in result.weakenings:
             metrics.CONTROL_WEAKENED.labels(namespace, name, result.name, weakening).set(1)

@@ -26,7 +26,7 @@ from securemodels.api import v1alpha1
 from securemodels.config import OperatorConfig
 from securemodels.desired import naming
 from securemodels.handlers import permissions
-from securemodels.handlers.reconcile import Clock, Reconciler, owner_of
+from securemodels.handlers.reconcile import Clock, Reconciler
 from securemodels.k8s import read
 from securemodels.k8s.client import Credentials, Kube, KubeError, credentials, load_config
 from securemodels.server import HealthServer
@@ -108,7 +108,7 @@ class Operator:
         except KubeError as error:
             self._retry(key, "api" if error.transient else f"http{error.code}", error)
             return
-        except Exception as error:  # noqa: BLE001 - one bad SMD must never stop the others
+        except Exception as error:
             log.exception("reconcile of %s failed unexpectedly", key)
             self._retry(key, "internal", error)
             return
@@ -155,7 +155,9 @@ class Operator:
                 )
                 if owner is None or owner["metadata"]["uid"] != labels[naming.OWNER_UID_LABEL]:
                     metadata = item["metadata"]
-                    log.info("removing orphaned %s %s/%s", item["kind"], metadata["namespace"], metadata["name"])
+                    log.info(
+                        "removing orphaned %s %s/%s", item["kind"], metadata["namespace"], metadata["name"]
+                    )
                     await self.kube.delete(item["kind"], metadata["name"], metadata["namespace"])
         except KubeError as error:
             log.warning("orphan sweep failed: %s", error)
@@ -170,14 +172,19 @@ class Operator:
             for verb in permission.verbs
             for namespace in namespaces
         ]
-        checks += [(permission, verb, None) for permission in permissions.CLUSTER for verb in permission.verbs]
+        checks += [
+            (permission, verb, None) for permission in permissions.CLUSTER for verb in permission.verbs
+        ]
         checks += [
             (permission, verb, self.config.namespace)
             for permission in permissions.OWN_NAMESPACE
             for verb in permission.verbs
         ]
         answers = await asyncio.gather(
-            *(self.kube.allowed(verb, item.group, item.resource, namespace) for item, verb, namespace in checks)
+            *(
+                self.kube.allowed(verb, item.group, item.resource, namespace)
+                for item, verb, namespace in checks
+            )
         )
         self.missing_permissions = [
             item.describe(verb, namespace)

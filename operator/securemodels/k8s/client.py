@@ -122,7 +122,7 @@ class Kube:
     """Thin async wrapper over lightkube that speaks dicts and counts writes."""
 
     def __init__(self, config: KubeConfig, timeout: float = 30.0) -> None:
-        self._api = AsyncClient(config=config, field_manager=FIELD_MANAGER, timeout=timeout)
+        self._api = AsyncClient(config=config, field_manager=FIELD_MANAGER, timeout=httpx2.Timeout(timeout))
 
     async def close(self) -> None:
         await self._api.close()
@@ -146,8 +146,14 @@ class Kube:
         limit: int | None = None,
     ) -> list[dict[str, Any]]:
         try:
-            scope = {"namespace": namespace or "*"} if _KINDS[kind][3] else {}
-            items = self._api.list(_RESOURCES[kind], labels=dict(labels) if labels else None, chunk_size=limit, **scope)
+            selector = dict(labels) if labels else None
+            resource = _RESOURCES[kind]
+            if _KINDS[kind][3]:
+                items = self._api.list(
+                    resource, namespace=namespace or "*", labels=selector, chunk_size=limit
+                )
+            else:
+                items = self._api.list(resource, labels=selector, chunk_size=limit)
             found: list[dict[str, Any]] = []
             async for item in items:
                 found.append({"apiVersion": _api_version(kind), "kind": kind, **item})
@@ -175,10 +181,10 @@ class Kube:
         return dict(applied)
 
     async def create(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
-        kind, metadata = manifest["kind"], manifest["metadata"]
+        kind = manifest["kind"]
         metrics.API_WRITES.labels(verb="create", kind=kind).inc()
         try:
-            created = await self._api.create(_RESOURCES[kind](dict(manifest)), namespace=metadata.get("namespace"))
+            created = await self._api.create(_RESOURCES[kind](dict(manifest)))
         except (ApiError, httpx2.HTTPError) as error:
             raise _error(error) from error
         return dict(created)

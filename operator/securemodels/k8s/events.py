@@ -59,4 +59,6 @@ async def post(
     try:
         await kube.create(event)
     except KubeError as error:
-        log.warning("could not post event %s on %s/%s: %s", reason, involved["namespace"], involved["name"], error)
+        log.warning(
+            "could not post event %s on %s/%s: %s", reason, involved["namespace"], involved["name"], error
+        )

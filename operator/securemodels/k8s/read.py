@@ -43,27 +43,16 @@ def _certificate(secret: Manifest | None) -> CertificateInfo | None:
 
 async def observe(kube: Kube, owner: naming.Owner) -> tuple[Observed, Manifest | None]:
     """The live children, and the live TLS Secret (the handler needs its key to keep using it)."""
-    namespace, ours = owner.namespace, {
-        "app.kubernetes.io/instance": owner.name,
-        "app.kubernetes.io/managed-by": naming.MANAGED_BY,
-    }
-    (
-        deployment,
-        service,
-        account,
-        sidecar_config,
-        tls_secret,
-        claims,
-        policies,
-        roles,
-        bindings,
-        cluster_bindings,
-    ) = await asyncio.gather(
+    namespace = owner.namespace
+    ours = {"app.kubernetes.io/instance": owner.name, "app.kubernetes.io/managed-by": naming.MANAGED_BY}
+    deployment, service, account, sidecar_config, tls_secret = await asyncio.gather(
         kube.get("Deployment", owner.name, namespace),
         kube.get("Service", owner.name, namespace),
         kube.get("ServiceAccount", owner.name, namespace),
         kube.get("ConfigMap", owner.child(mtls.SIDECAR_PURPOSE), namespace),
         kube.get("Secret", owner.child(mtls.TLS_PURPOSE), namespace),
+    )
+    claims, policies, roles, bindings, cluster_bindings = await asyncio.gather(
         kube.list("PersistentVolumeClaim", namespace, ours),
         kube.list("NetworkPolicy", namespace),
         kube.list("Role", namespace, ours),
@@ -77,7 +66,9 @@ async def observe(kube: Kube, owner: naming.Owner) -> tuple[Observed, Manifest |
         service_account=account if owned_by(account, owner) else None,
         sidecar_config=sidecar_config if owned_by(sidecar_config, owner) else None,
         server_certificate=_certificate(tls_secret),
-        pvc=next((claim for claim in owned if claim["metadata"]["name"] == owner.child(storage.PURPOSE)), None),
+        pvc=next(
+            (claim for claim in owned if claim["metadata"]["name"] == owner.child(storage.PURPOSE)), None
+        ),
         network_policies=tuple(policies),
         roles=tuple(role for role in roles if owned_by(role, owner)),
         role_bindings=tuple(bindings),
@@ -103,7 +94,9 @@ async def facts(kube: Kube, context: Context, references: list[tuple[str, str]])
     async def region_has_nodes() -> bool | None:
         if spec.residency is None:
             return None
-        nodes = await kube.list("Node", labels={residency.REGION_LABEL: list(spec.residency.regions)}, limit=1)
+        nodes = await kube.list(
+            "Node", labels={residency.REGION_LABEL: list(spec.residency.regions)}, limit=1
+        )
         return bool(nodes)
 
     async def missing_namespace(name: str) -> str | None:
@@ -136,9 +129,15 @@ async def client_secrets(kube: Kube, context: Context) -> dict[str, KeyPair | No
         if client.namespace not in context.facts.missing_client_namespaces
     ]
     secrets = await asyncio.gather(
-        *(kube.get("Secret", mtls.client_secret_name(context, client), client.namespace) for client in clients)
+        *(
+            kube.get("Secret", mtls.client_secret_name(context, client), client.namespace)
+            for client in clients
+        )
     )
-    return {mtls.client_identity(client): key_pair(secret) for client, secret in zip(clients, secrets, strict=True)}
+    return {
+        mtls.client_identity(client): key_pair(secret)
+        for client, secret in zip(clients, secrets, strict=True)
+    }
 
 
 async def remote_objects(

@@ -62,7 +62,9 @@ def check(context: Context, deployment: Manifest | None) -> ControlResult:
             if image != context.spec.model.image:
                 problems.append(f"container {name} runs {image}, not spec.model.image")
             if not allowed_by(image, context.spec.image_policy.allowed_registries):
-                problems.append(f"container {name} image {image} is not in spec.imagePolicy.allowedRegistries")
+                problems.append(
+                    f"container {name} image {image} is not in spec.imagePolicy.allowedRegistries"
+                )
         if not allowed_by(image, registries):
             problems.append(f"container {name} image {image} is not from a cluster-allowed registry")
     if problems:

@@ -52,7 +52,12 @@ def client_identity(client: MTLSClient) -> str:
 
 def dns_names(context: Context) -> list[str]:
     name, namespace = context.owner.name, context.owner.namespace
-    return [name, f"{name}.{namespace}", f"{name}.{namespace}.svc", f"{name}.{namespace}.svc.{context.config.cluster_domain}"]
+    return [
+        name,
+        f"{name}.{namespace}",
+        f"{name}.{namespace}.svc",
+        f"{name}.{namespace}.svc.{context.config.cluster_domain}",
+    ]
 
 
 def nginx_conf(context: Context) -> str:
@@ -142,7 +147,10 @@ def sidecar_container(context: Context) -> dict[str, Any]:
             {"name": "health", "containerPort": HEALTH_PORT, "protocol": "TCP"},
         ],
         "securityContext": pod_security.container_security_context(),
-        "resources": {"requests": {"cpu": "50m", "memory": "32Mi"}, "limits": {"cpu": "500m", "memory": "128Mi"}},
+        "resources": {
+            "requests": {"cpu": "50m", "memory": "32Mi"},
+            "limits": {"cpu": "500m", "memory": "128Mi"},
+        },
         "readinessProbe": {"httpGet": {"path": "/sidecar-healthz", "port": "health"}, "periodSeconds": 10},
         "livenessProbe": {
             "httpGet": {"path": "/sidecar-healthz", "port": "health"},
@@ -193,7 +201,9 @@ def check(
 ) -> ControlResult:
     problems = []
     if ((sidecar_config or {}).get("data") or {}).get("nginx.conf") != nginx_conf(context):
-        problems.append(f"ConfigMap {context.owner.child(SIDECAR_PURPOSE)} does not hold the operator's nginx.conf")
+        problems.append(
+            f"ConfigMap {context.owner.child(SIDECAR_PURPOSE)} does not hold the operator's nginx.conf"
+        )
     if deployment is None:
         problems.append("the model's Deployment does not exist")
     else:
@@ -220,6 +230,12 @@ def check(
         return ControlResult(NAME, "Fail", "MTLSNotEnforced", "; ".join(problems))
     if weakened := weakenings(context):
         return ControlResult(
-            NAME, "Weakened", TLS_12, "spec.mtls.minTLSVersion 1.2 accepts TLS 1.2 (AEAD ciphers only)", weakened
+            NAME,
+            "Weakened",
+            TLS_12,
+            "spec.mtls.minTLSVersion 1.2 accepts TLS 1.2 (AEAD ciphers only)",
+            weakened,
         )
-    return ControlResult(NAME, "Pass", "MutualTLS", "TLS 1.3, client certificates required, declared clients only")
+    return ControlResult(
+        NAME, "Pass", "MutualTLS", "TLS 1.3, client certificates required, declared clients only"
+    )

@@ -34,7 +34,11 @@ def _selector(selector: LabelSelector) -> dict[str, Any]:
         result["matchLabels"] = dict(selector.match_labels)
     if selector.match_expressions:
         result["matchExpressions"] = [
-            {"key": item.key, "operator": item.operator, **({"values": list(item.values)} if item.values else {})}
+            {
+                "key": item.key,
+                "operator": item.operator,
+                **({"values": list(item.values)} if item.values else {}),
+            }
             for item in selector.match_expressions
         ]
     return result
@@ -62,17 +66,19 @@ def _broad(selector: LabelSelector | None) -> bool:
 def _covers_every_address(cidrs: list[str]) -> bool:
     """Together, e.g. 0.0.0.0/1 and 128.0.0.0/1, the blocks span a whole address family."""
     networks = [ipaddress.ip_network(cidr, strict=False) for cidr in cidrs]
-    for family, everything in ((4, ipaddress.ip_network("0.0.0.0/0")), (6, ipaddress.ip_network("::/0"))):
-        blocks = [network for network in networks if network.version == family]
-        if blocks and list(ipaddress.collapse_addresses(blocks)) == [everything]:  # type: ignore[arg-type]
-            return True
-    return False
+    v4 = [network for network in networks if isinstance(network, ipaddress.IPv4Network)]
+    v6 = [network for network in networks if isinstance(network, ipaddress.IPv6Network)]
+    return list(ipaddress.collapse_addresses(v4)) == [ipaddress.IPv4Network("0.0.0.0/0")] or list(
+        ipaddress.collapse_addresses(v6)
+    ) == [ipaddress.IPv6Network("::/0")]
 
 
 def reaches_anywhere(peers: list[Peer]) -> bool:
     """Every pod in every namespace, or every address."""
-    if any(peer.namespace_selector is not None and _broad(peer.namespace_selector) and _broad(peer.pod_selector)
-           for peer in peers):
+    if any(
+        peer.namespace_selector is not None and _broad(peer.namespace_selector) and _broad(peer.pod_selector)
+        for peer in peers
+    ):
         return True
     return _covers_every_address([peer.cidr for peer in peers if peer.cidr is not None])
 
@@ -81,14 +87,19 @@ def preflight(context: Context) -> Blocker | None:
     """The CRD refuses single peers that reach anywhere; CIDRs that only together cover every address
     get past it and are refused here, unless the spec opts in."""
     network = context.spec.network
-    opted_in = {INGRESS_FROM_ANYWHERE: network.allow_ingress_from_anywhere, EGRESS_TO_ANYWHERE: network.allow_egress_to_anywhere}
+    opted_in = {
+        INGRESS_FROM_ANYWHERE: network.allow_ingress_from_anywhere,
+        EGRESS_TO_ANYWHERE: network.allow_egress_to_anywhere,
+    }
     refused = [item for item in weakenings(context) if not opted_in[item]]
     if not refused:
         return None
     return Blocker(
         "NetworkTooBroad",
-        "; ".join(f"{item} without {_OPT_IN_FIELDS[item]}: the declared peers together cover every address"
-                  for item in refused),
+        "; ".join(
+            f"{item} without {_OPT_IN_FIELDS[item]}: the declared peers together cover every address"
+            for item in refused
+        ),
     )
 
 
@@ -177,7 +188,11 @@ def check(context: Context, policies: tuple[Manifest, ...]) -> ControlResult:
             NAME,
             "Weakened",
             ",".join(weakened),
-            "; ".join(f"{_OPT_IN_FIELDS[item]} lets a peer select every namespace or address" for item in weakened),
+            "; ".join(
+                f"{_OPT_IN_FIELDS[item]} lets a peer select every namespace or address" for item in weakened
+            ),
             weakened,
         )
-    return ControlResult(NAME, "Pass", "DefaultDeny", "only declared ingress, DNS and declared egress allowed")
+    return ControlResult(
+        NAME, "Pass", "DefaultDeny", "only declared ingress, DNS and declared egress allowed"
+    )

@@ -74,7 +74,9 @@ def pod_problems(pod_spec: Manifest) -> list[str]:
     if pod_spec.get("automountServiceAccountToken") is not False:
         problems.append("pod mounts a service account token")
     problems += [
-        f"volume {volume.get('name')} is a hostPath" for volume in pod_spec.get("volumes") or [] if "hostPath" in volume
+        f"volume {volume.get('name')} is a hostPath"
+        for volume in pod_spec.get("volumes") or []
+        if "hostPath" in volume
     ]
     pod_context = pod_spec.get("securityContext") or {}
     for container in [*(pod_spec.get("initContainers") or []), *(pod_spec.get("containers") or [])]:

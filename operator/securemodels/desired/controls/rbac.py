@@ -54,7 +54,11 @@ def _subject(subject: v1alpha1.Subject) -> dict[str, str]:
 
 def _grants(context: Context) -> dict[str, list[v1alpha1.Subject]]:
     access = context.spec.access
-    return {purpose: subjects for purpose, subjects in ((VIEWER, access.viewers), (DEPLOYER, access.deployers)) if subjects}
+    return {
+        purpose: subjects
+        for purpose, subjects in ((VIEWER, access.viewers), (DEPLOYER, access.deployers))
+        if subjects
+    }
 
 
 def roles_and_bindings(context: Context) -> list[Manifest]:
@@ -93,7 +97,11 @@ def _binds_model_account(binding: Manifest, owner: naming.Owner) -> bool:
         groups = set()
     for subject in binding.get("subjects") or []:
         kind, name = subject.get("kind"), subject.get("name")
-        if kind == "ServiceAccount" and name == owner.name and subject.get("namespace", owner.namespace) == owner.namespace:
+        if (
+            kind == "ServiceAccount"
+            and name == owner.name
+            and subject.get("namespace", owner.namespace) == owner.namespace
+        ):
             return True
         if kind == "Group" and name in groups:
             return True

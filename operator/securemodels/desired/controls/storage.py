@@ -35,7 +35,10 @@ def encryption_verdict(storage_class: Manifest, config: OperatorConfig) -> tuple
     value = str((storage_class.get("parameters") or {}).get(rule.parameter, ""))
     if (value.lower() in rule.values) if rule.values else bool(value):
         return True, f"StorageClass {name} sets {rule.parameter}={value}"
-    return False, f"StorageClass {name} ({provisioner}) does not set parameter {rule.parameter} to enable encryption"
+    return (
+        False,
+        f"StorageClass {name} ({provisioner}) does not set parameter {rule.parameter} to enable encryption",
+    )
 
 
 def persistent_volume_claim(context: Context) -> Manifest | None:
@@ -68,7 +71,8 @@ def preflight(context: Context, live_pvc: Manifest | None) -> Blocker | None:
     storage_class = context.facts.storage_class
     if storage_class is None:
         return Blocker(
-            "StorageClassNotFound", f"spec.storage.storageClassName {storage.storage_class_name} does not exist"
+            "StorageClassNotFound",
+            f"spec.storage.storageClassName {storage.storage_class_name} does not exist",
         )
     encrypted, why = encryption_verdict(storage_class, context.config)
     if not encrypted:
@@ -77,7 +81,8 @@ def preflight(context: Context, live_pvc: Manifest | None) -> Blocker | None:
     if live_class is not None and live_class != storage.storage_class_name:
         return Blocker(
             "StorageClassImmutable",
-            f"volume {context.owner.child(PURPOSE)} exists on StorageClass {live_class}; a volume cannot move "
+            f"volume {context.owner.child(PURPOSE)} exists on StorageClass {live_class}; "
+            "a volume cannot move "
             "to another class. Move the data and delete the PersistentVolumeClaim to change it",
         )
     return None
@@ -112,11 +117,15 @@ def check(context: Context, deployment: Manifest | None, pvc: Manifest | None) -
             live_class = pvc["spec"].get("storageClassName")
             storage_class = context.facts.storage_class
             if storage_class is None or storage_class["metadata"]["name"] != live_class:
-                problems.append(f"PersistentVolumeClaim {claim} uses StorageClass {live_class}, not the vetted one")
+                problems.append(
+                    f"PersistentVolumeClaim {claim} uses StorageClass {live_class}, not the vetted one"
+                )
             elif not (verdict := encryption_verdict(storage_class, context.config))[0]:
                 problems.append(verdict[1])
     if problems:
         return ControlResult(NAME, "Fail", "UnencryptedStorage", "; ".join(problems))
     if storage is None:
         return ControlResult(NAME, "Pass", "MemoryOnly", "no persistent volume; scratch space is in memory")
-    return ControlResult(NAME, "Pass", "Encrypted", f"volume on encrypting StorageClass {storage.storage_class_name}")
+    return ControlResult(
+        NAME, "Pass", "Encrypted", f"volume on encrypting StorageClass {storage.storage_class_name}"
+    )
