@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import random
 import threading
@@ -35,6 +36,7 @@ from securemodels.workqueue import WorkQueue
 log = logging.getLogger(__name__)
 MAX_BACKOFF = 300.0
 PROGRESS_POLL = (1.0, 2.0, 4.0, 8.0)
+ORPHAN_SWEEP_EVERY = 10  # resync periods
 
 
 def utc_now() -> datetime:
@@ -82,11 +84,13 @@ class Operator:
             self.queue.add(key)
 
     async def resync(self) -> None:
-        while True:
+        """Re-check every SMD each period; sweep orphans at the first pass and every tenth after."""
+        for rounds in itertools.count():
             await asyncio.sleep(self.config.resync_seconds)
             for key in list(self.bodies):
                 self.queue.add(key)
-            await self._sweep_orphans()
+            if rounds % ORPHAN_SWEEP_EVERY == 0:
+                await self._sweep_orphans()
 
     # -- working it off ---------------------------------------------------------------------------
 
