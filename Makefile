@@ -87,7 +87,7 @@ demo: install ## start a local control plane, run the operator, apply examples/b
 
 .PHONY: bench
 bench: install ## measure and write BENCHMARKS.md
-	SECUREMODELS_ASSETS=$$(hack/build-controlplane.sh) $(VENV)/bin/python -m bench
+	SECUREMODELS_ASSETS=$$(hack/build-controlplane.sh) PYTHONPATH=hack $(VENV)/bin/python -m bench
 
 .PHONY: clean
 clean: ## remove the virtual environments (the cache outside the repository stays)

@@ -24,6 +24,7 @@ def table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
 
 def main() -> int:
     with tempfile.TemporaryDirectory(prefix="securemodels-bench-") as temp, running_cluster() as cluster:
+        operator_bench.prepare(cluster)
         print(f"operator: {SMD_COUNT} SMDs to Ready ...", flush=True)
         operator = operator_bench.operator_run(cluster, SMD_COUNT, Path(temp))
         print("baseline: the same children applied by a plain client ...", flush=True)

@@ -77,6 +77,22 @@ def _peak_rss_mib(pid: int) -> float:
     raise RuntimeError("no VmHWM")
 
 
+def prepare(cluster: LocalCluster) -> None:
+    """The CRD and the operator's namespace, as `helm install` would leave them."""
+    crd = Path(__file__).resolve().parents[1] / "crds" / "securemodels.io_securemodeldeployments.yaml"
+    cluster.kubectl("apply", "--server-side", "-f", str(crd))
+    established = '{.status.conditions[?(@.type=="Established")].status}'
+
+    def is_established() -> bool:
+        try:
+            return cluster.kubectl("get", "-f", str(crd), "-o", f"jsonpath={established}") == "True"
+        except subprocess.CalledProcessError:  # the API server is still settling after the CRD appeared
+            return False
+
+    _wait(is_established, timeout=60)
+    cluster.kubectl("create", "namespace", OPERATOR_NAMESPACE)
+
+
 def operator_run(cluster: LocalCluster, count: int, workdir: Path) -> dict[str, float]:
     namespace = "bench-operator"
     cluster.kubectl("create", "namespace", namespace)

@@ -27,7 +27,7 @@ class Permission:
 NAMESPACED = (
     Permission(v1alpha1.GROUP, v1alpha1.PLURAL, ("get", "list", "watch", "update", "patch")),
     Permission(v1alpha1.GROUP, f"{v1alpha1.PLURAL}/status", ("get", "patch")),
-    Permission("apps", "deployments", ("get", "create", "patch")),
+    Permission("apps", "deployments", ("get", "list", "watch", "create", "patch")),
     Permission("", "services", ("get", "create", "patch")),
     Permission("", "serviceaccounts", ("get", "create", "patch")),
     Permission("", "configmaps", ("get", "list", "create", "patch", "delete")),

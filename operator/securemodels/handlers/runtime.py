@@ -35,7 +35,6 @@ from securemodels.workqueue import WorkQueue
 
 log = logging.getLogger(__name__)
 MAX_BACKOFF = 300.0
-PROGRESS_POLL = (1.0, 2.0, 4.0, 8.0)
 ORPHAN_SWEEP_EVERY = 10  # resync periods
 
 
@@ -55,9 +54,10 @@ class Operator:
     bodies: dict[str, dict[str, Any]] = field(default_factory=dict)
     uids: dict[str, str] = field(default_factory=dict)
     failures: dict[str, int] = field(default_factory=dict)
-    polls: dict[str, int] = field(default_factory=dict)
+    phases: dict[str, str] = field(default_factory=dict)
     missing_permissions: list[str] = field(default_factory=list)
     permissions_checked: bool = False
+    watching: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:
         self.reconciler = Reconciler(self.kube, self.config, self.clock)
@@ -81,6 +81,14 @@ class Operator:
             and known["metadata"].get("generation") == body["metadata"].get("generation")
         )
         if not unchanged_spec:
+            self.queue.add(key)
+
+    def observe_workload(self, deployment: Mapping[str, Any]) -> None:
+        """A rollout moved on. Only news while the SMD waits for it: drift on a settled SMD is left to
+        the resync, so its verdict stays visible for a full period."""
+        metadata = deployment["metadata"]
+        key = f"{metadata['namespace']}/{(metadata.get('labels') or {}).get('app.kubernetes.io/instance')}"
+        if self.phases.get(key, "Progressing") == "Progressing":  # unknown yet: its first pass is running
             self.queue.add(key)
 
     async def resync(self) -> None:
@@ -117,16 +125,9 @@ class Operator:
             self._retry(key, "internal", error)
             return
         self.failures.pop(key, None)
-        delays = [outcome.requeue_after] if outcome.requeue_after is not None else []
-        if outcome.phase == "Progressing":
-            attempt = self.polls.get(key, 0)
-            self.polls[key] = attempt + 1
-            delays.append(PROGRESS_POLL[min(attempt, len(PROGRESS_POLL) - 1)])
-        else:
-            self.polls.pop(key, None)
-        delays = [delay for delay in delays if delay < self.config.resync_seconds]
-        if delays:
-            self.queue.add_after(key, min(delays))
+        self.phases[key] = outcome.phase
+        if outcome.requeue_after is not None and outcome.requeue_after < self.config.resync_seconds:
+            self.queue.add_after(key, outcome.requeue_after)
 
     def _retry(self, key: str, reason: str, error: Exception) -> None:
         metrics.RECONCILE_ERRORS.labels(reason=reason).inc()
@@ -141,7 +142,7 @@ class Operator:
         namespace, name = key.split("/", 1)
         uid = self.uids.pop(key, None)
         self.failures.pop(key, None)
-        self.polls.pop(key, None)
+        self.phases.pop(key, None)
         metrics.forget(namespace, name)
         if uid is not None:
             for item in await read.remote_objects(self.kube, self.config.watch_namespaces, uid):
@@ -202,6 +203,8 @@ class Operator:
     def readiness(self) -> tuple[bool, str]:
         if not self.permissions_checked:
             return False, "checking permissions"
+        if not self.watching.is_set():
+            return False, "starting to watch"
         if self.missing_permissions:
             return False, "missing permissions: " + "; ".join(self.missing_permissions)
         return True, "ok"
@@ -244,6 +247,12 @@ def _smd_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     operator.observe(event.get("type"), event["object"])
 
 
+@kopf.on.event("apps", "v1", "deployments", labels={"app.kubernetes.io/managed-by": naming.MANAGED_BY})
+def _deployment_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    operator: Operator = memo["operator"]
+    operator.observe_workload(event["object"])
+
+
 async def run(
     config: OperatorConfig,
     *,
@@ -257,6 +266,8 @@ async def run(
     kube_config = load_config(kubeconfig)
     kube = Kube(kube_config)
     operator = Operator(config=config, kube=kube, credentials=credentials(kube_config), clock=clock)
+    if started is not None:
+        operator.watching = started
     server = HealthServer(operator.readiness)
     tasks = [asyncio.create_task(operator.worker()) for _ in range(config.workers)]
     tasks.append(asyncio.create_task(operator.resync()))
@@ -270,7 +281,7 @@ async def run(
             namespaces=namespaces,
             memo=kopf.Memo(operator=operator),
             stop_flag=stop,
-            ready_flag=started,
+            ready_flag=operator.watching,
         )
     finally:
         for task in tasks:
