@@ -55,6 +55,12 @@ CERTIFICATE_EXPIRY = Gauge(
     ["namespace", "name"],
     registry=REGISTRY,
 )
+CERTIFICATE_RENEWAL = Gauge(
+    "securemodels_certificate_renewal_timestamp_seconds",
+    "When the earliest of the SMD's certificates (server or client) is due for renewal (Unix time).",
+    ["namespace", "name"],
+    registry=REGISTRY,
+)
 CA_EXPIRY = Gauge(
     "securemodels_ca_expiry_timestamp_seconds",
     "Expiry of each CA certificate the operator trusts (Unix time).",
@@ -71,7 +77,7 @@ API_WRITES = Counter(
     registry=REGISTRY,
 )
 
-_PER_SMD = (COMPLIANCE_STATUS, CONTROL_WEAKENED, COMPLIANT, READY, CERTIFICATE_EXPIRY)
+_PER_SMD = (COMPLIANCE_STATUS, CONTROL_WEAKENED, COMPLIANT, READY, CERTIFICATE_EXPIRY, CERTIFICATE_RENEWAL)
 
 
 def forget(namespace: str, name: str, keep: frozenset[tuple[str, ...]] = frozenset()) -> None:

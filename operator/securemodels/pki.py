@@ -595,6 +595,11 @@ def issue_client_certificate(
     return _issue(ca, subject, (), ExtendedKeyUsageOID.CLIENT_AUTH, now, lifetime, algorithm)
 
 
+def is_scheduled(reason: str) -> bool:
+    """First issuance or renewal on time, as opposed to a certificate that had to be replaced early."""
+    return reason == "missing" or reason.startswith("due for renewal")
+
+
 def renewal_reason(
     pair: KeyPair | None,
     ca: CAState,

@@ -229,8 +229,8 @@ def test_a_ca_secret_wiped_into_garbage_gets_a_new_ca_and_every_certificate_reis
         what="a certificate from the new CA",
     )
     assert len(ca_events(kubectl)) > warnings_before
-    issued = [item for item in kubectl.items("event", namespace) if item["reason"] == "CertificateIssued"]
-    assert any("not issued by a trusted CA" in item["message"] for item in issued)
+    replaced = [item for item in kubectl.items("event", namespace) if item["reason"] == "CertificateReplaced"]
+    assert any("not issued by a trusted CA" in item["message"] and item["type"] == "Warning" for item in replaced)
     wait_ready(kubectl, "trusting", namespace)
 
 

@@ -7,11 +7,13 @@ Argo CD runs the script with the live object in the global `obj` and reads the r
 from __future__ import annotations
 
 import copy
+from fnmatch import fnmatch
 from typing import Any
 
 import pytest
 import yaml
 from lupa import LuaRuntime
+
 from support.paths import EXAMPLES, ROOT
 
 HEALTH_LUA = ROOT / "deploy" / "argocd" / "health.lua"
@@ -69,7 +71,9 @@ READY = condition("Ready", "True", "Available", "2/2 replicas available")
 @pytest.mark.parametrize(
     ("smd", "expected"),
     [
-        pytest.param(with_status(None), ("Progressing", "Waiting for the operator to report status"), id="no-status"),
+        pytest.param(
+            with_status(None), ("Progressing", "Waiting for the operator to report status"), id="no-status"
+        ),
         pytest.param(
             with_status({}),
             ("Progressing", "Waiting for the operator to observe generation 2"),
@@ -82,7 +86,9 @@ READY = condition("Ready", "True", "Available", "2/2 replicas available")
         ),
         pytest.param(with_status(status("Ready", READY)), ("Healthy", "2/2 replicas available"), id="ready"),
         pytest.param(
-            with_status(status("Progressing", condition("Ready", "False", "RollingOut", "1/2 replicas updated"))),
+            with_status(
+                status("Progressing", condition("Ready", "False", "RollingOut", "1/2 replicas updated"))
+            ),
             ("Progressing", "1/2 replicas updated"),
             id="rolling-out",
         ),
@@ -92,7 +98,9 @@ READY = condition("Ready", "True", "Available", "2/2 replicas available")
             id="progressing-without-conditions",
         ),
         pytest.param(
-            with_status(status("Degraded", condition("Ready", "False", "ControlFailing", "mtls: sidecar missing"))),
+            with_status(
+                status("Degraded", condition("Ready", "False", "ControlFailing", "mtls: sidecar missing"))
+            ),
             ("Degraded", "Degraded: mtls: sidecar missing"),
             id="degraded",
         ),
@@ -100,7 +108,9 @@ READY = condition("Ready", "True", "Available", "2/2 replicas available")
             with_status(
                 status(
                     "Blocked",
-                    condition("Ready", "False", "UnencryptedStorage", "StorageClass standard does not encrypt"),
+                    condition(
+                        "Ready", "False", "UnencryptedStorage", "StorageClass standard does not encrypt"
+                    ),
                 )
             ),
             ("Degraded", "Blocked: StorageClass standard does not encrypt"),
@@ -143,12 +153,21 @@ def test_the_applications_point_at_the_chart_and_at_a_directory_of_smds() -> Non
     chart_source = applications["secure-model-operator"]["spec"]["source"]
     assert (ROOT / chart_source["path"] / "Chart.yaml").is_file()
     models_source = applications["secure-models"]["spec"]["source"]
-    assert models_source["directory"]["recurse"] is False
-    kinds = [
-        document.get("kind")
-        for path in sorted((ROOT / models_source["path"]).glob(models_source["directory"]["include"]))
-        for document in yaml.safe_load_all(path.read_text())
-        if document
+    directory = models_source["directory"]
+    assert directory["recurse"] is False
+    files = [
+        path
+        for path in sorted((ROOT / models_source["path"]).glob(directory["include"]))
+        if not fnmatch(path.name, directory.get("exclude", ""))
     ]
+    documents = [document for path in files for document in yaml.safe_load_all(path.read_text()) if document]
+    kinds = [document["kind"] for document in documents]
     assert "SecureModelDeployment" in kinds
     assert "Application" not in kinds
+    identities = [
+        (document["kind"], document["metadata"].get("namespace"), document["metadata"]["name"])
+        for document in documents
+    ]
+    assert len(identities) == len(set(identities)), (
+        "an object declared twice is one Argo CD warns about and applies only once"
+    )

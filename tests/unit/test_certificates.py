@@ -47,7 +47,7 @@ def test_first_plan_issues_the_server_and_every_client(ca: pki.CAState) -> None:
     server = server_info(plan)
     client = pki.certificate_info(plan.clients[GATEWAY].cert_pem)
 
-    assert plan.renewals == (
+    assert plan.issued == (
         "issued the server certificate (missing)",
         f"issued the client certificate {GATEWAY} (missing)",
     )
@@ -62,7 +62,7 @@ def test_valid_certificates_are_kept(ca: pki.CAState) -> None:
     later = context(now=NOW + timedelta(hours=10))
     again = certificates.plan(later, ca, first.server.pair, first.clients)
 
-    assert again.renewals == ()
+    assert again.issued == ()
     assert again.server == first.server
     assert again.clients == first.clients
 
@@ -72,11 +72,11 @@ def test_expiring_certificates_are_reissued(ca: pki.CAState) -> None:
     later = context(now=NOW + timedelta(hours=17))
     again = certificates.plan(later, ca, first.server.pair, first.clients)
 
-    assert [note.split(" (")[0] for note in again.renewals] == [
+    assert [note.split(" (")[0] for note in again.issued] == [
         "issued the server certificate",
         f"issued the client certificate {GATEWAY}",
     ]
-    assert all("due for renewal" in note for note in again.renewals)
+    assert all("due for renewal" in note for note in again.issued)
     assert again.server.fingerprint != first.server.fingerprint
     assert again.clients[GATEWAY] != first.clients[GATEWAY]
 
@@ -91,8 +91,8 @@ def test_only_the_certificates_that_are_due_are_reissued(ca: pki.CAState) -> Non
     )
     third = certificates.plan(context(now=NOW + timedelta(hours=17)), ca, second.server.pair, second.clients)
 
-    assert second.renewals == ("issued the client certificate batch.ml-jobs (missing)",)
-    assert [note.split(" (")[0] for note in third.renewals] == [
+    assert second.issued == ("issued the client certificate batch.ml-jobs (missing)",)
+    assert [note.split(" (")[0] for note in third.issued] == [
         "issued the server certificate",
         f"issued the client certificate {GATEWAY}",
     ]
@@ -106,8 +106,8 @@ def test_a_server_certificate_for_other_names_is_reissued(ca: pki.CAState) -> No
         context(config=OperatorConfig(cluster_domain="corp")), ca, first.server.pair, {}
     )
 
-    assert same_names.renewals == ()
-    assert renamed.renewals == ("issued the server certificate (names changed)",)
+    assert same_names.issued == ()
+    assert renamed.replaced == ("issued the server certificate (names changed)",)
 
 
 def test_next_renewal_is_the_earliest_due_date(ca: pki.CAState) -> None:
@@ -131,7 +131,8 @@ def test_a_certificate_from_another_ca_is_reissued(ca: pki.CAState) -> None:
     foreign = certificates.plan(context(), other, None, {GATEWAY: None})
     plan = certificates.plan(context(), ca, foreign.server.pair, foreign.clients)
 
-    assert plan.renewals == (
+    assert plan.issued == ()
+    assert plan.replaced == (
         "issued the server certificate (not issued by a trusted CA)",
         f"issued the client certificate {GATEWAY} (not issued by a trusted CA)",
     )

@@ -178,9 +178,13 @@ def test_image_must_be_pinned_by_digest(root: Node) -> None:
 
 
 def test_image_registry_must_be_in_the_allow_list(root: Node) -> None:
-    (rule,) = rules_at(root, "spec")
+    rules = rules_at(root, "spec")
 
-    assert "allowedRegistries.exists(r, self.model.image.startsWith(r + '/'))" in rule
+    assert any("allowedRegistries.exists(r, self.model.image.startsWith(r + '/'))" in rule for rule in rules)
+
+
+def test_a_volume_allows_at_most_one_replica(root: Node) -> None:
+    assert "!has(self.storage) || self.model.replicas <= 1" in rules_at(root, "spec")
 
 
 def test_model_ports_keep_clear_of_the_sidecar(root: Node) -> None:
@@ -188,7 +192,7 @@ def test_model_ports_keep_clear_of_the_sidecar(root: Node) -> None:
 
     assert f"self.port != {v1alpha1.TLS_PORT}" in rules
     assert f"self.port != {v1alpha1.HEALTH_PORT}" in rules
-    assert "self.metricsPort != self.port" in rules
+    assert f"self.metricsPort in [self.port, {v1alpha1.TLS_PORT}, {v1alpha1.HEALTH_PORT}]" in rules
 
 
 def test_anywhere_peers_need_an_explicit_opt_in(root: Node) -> None:
@@ -203,7 +207,10 @@ def test_certificate_durations_are_bounded(root: Node) -> None:
     rules = rules_at(root, "spec", "mtls")
 
     assert "duration(self.certificateDuration) >= duration('1h')" in rules
-    assert any("duration(self.renewBefore) < duration(self.certificateDuration)" in rule for rule in rules)
+    assert any(
+        "duration(self.certificateDuration) - duration(self.renewBefore) >= duration('30m')" in rule
+        for rule in rules
+    )
 
 
 @pytest.mark.parametrize(

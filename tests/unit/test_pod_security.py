@@ -167,3 +167,30 @@ def test_container_inherits_the_pod_settings() -> None:
 
 def test_check_fails_without_a_deployment() -> None:
     assert pod_security.check(None).reason == "DeploymentMissing"
+
+
+def pod(name: str, *owners: dict[str, Any]) -> Manifest:
+    return {"metadata": {"name": name, "ownerReferences": list(owners)}}
+
+
+REPLICA_SET = {"kind": "ReplicaSet", "name": "fraud-7c9d8f6b5", "controller": True}
+
+
+@pytest.mark.parametrize(
+    ("pods", "strays"),
+    [
+        ((pod("fraud-7c9d8f6b5-abcde", REPLICA_SET),), []),
+        ((pod("impostor"),), ["impostor"]),
+        ((pod("lookalike", {**REPLICA_SET, "name": "other-7c9d8f6b5"}),), ["lookalike"]),
+        ((pod("adopted", {**REPLICA_SET, "controller": False}),), ["adopted"]),
+    ],
+    ids=["made by the Deployment", "made by hand", "another Deployment's", "not the controller"],
+)
+def test_pods_with_the_model_labels_must_come_from_its_deployment(
+    pods: tuple[Manifest, ...], strays: list[str]
+) -> None:
+    result = pod_security.check(built(), pods)
+
+    assert pod_security.stray_pods("fraud", pods) == strays
+    assert result.status == ("Fail" if strays else "Pass")
+    assert all(name in result.message for name in strays)

@@ -295,3 +295,22 @@ def test_access_cannot_give_the_model_account_rights(subject: dict[str, str]) ->
     judged = next(result for result in status.judge(ctx, observe(ctx)) if result.name == rbac.NAME)
 
     assert blocked or judged.status == "Pass", judged.message
+
+
+@pytest.mark.parametrize(
+    ("changes", "reason"),
+    [
+        ({"service_account": None}, "ServiceAccountNotHardened"),
+        ({"roles": ()}, "AccessNotAsDeclared"),
+    ],
+    ids=["missing account", "missing roles"],
+)
+def test_the_reason_names_the_kind_of_problem(changes: dict[str, Any], reason: str) -> None:
+    ctx = context(**ACCESS)
+    observed = observe(ctx, **changes)
+
+    result = rbac.check(
+        ctx, observed.service_account, observed.roles, observed.role_bindings, observed.cluster_role_bindings
+    )
+
+    assert (result.status, result.reason) == ("Fail", reason)

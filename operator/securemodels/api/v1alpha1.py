@@ -124,8 +124,8 @@ class ModelSpec(ApiModel):
                 ".port",
             ),
             cel(
-                "!has(self.metricsPort) || self.metricsPort != self.port",
-                "spec.model.metricsPort must differ from spec.model.port",
+                f"!has(self.metricsPort) || !(self.metricsPort in [self.port, {TLS_PORT}, {HEALTH_PORT}])",
+                f"spec.model.metricsPort must differ from spec.model.port, {TLS_PORT} and {HEALTH_PORT}",
                 ".metricsPort",
             ),
         )
@@ -398,8 +398,9 @@ class MTLS(ApiModel):
                 ".certificateDuration",
             ),
             cel(
-                "!has(self.renewBefore) || duration(self.renewBefore) < duration(self.certificateDuration)",
-                "spec.mtls.renewBefore must be shorter than spec.mtls.certificateDuration",
+                "!has(self.renewBefore) || "
+                "duration(self.certificateDuration) - duration(self.renewBefore) >= duration('30m')",
+                "spec.mtls.renewBefore must leave a certificate at least 30m of use before its renewal",
                 ".renewBefore",
             ),
         )
@@ -514,6 +515,11 @@ class SecureModelDeploymentSpec(ApiModel):
 
     model_config = ConfigDict(
         json_schema_extra=validations(
+            cel(
+                "!has(self.storage) || self.model.replicas <= 1",
+                "spec.model.replicas must be 0 or 1 with spec.storage: the volume is ReadWriteOnce",
+                ".model.replicas",
+            ),
             cel(
                 "!has(self.imagePolicy) || !has(self.imagePolicy.allowedRegistries) || "
                 "size(self.imagePolicy.allowedRegistries) == 0 || "

@@ -20,7 +20,8 @@ from securemodels.desired.model import Context
 class CertificatePlan:
     server: mtls.ServerTLS
     clients: dict[str, pki.KeyPair]  # by client identity
-    renewals: tuple[str, ...]  # what was (re)issued and why, for Events
+    issued: tuple[str, ...]  # issued on schedule (first time, or due for renewal), for Normal Events
+    replaced: tuple[str, ...]  # replaced early (untrusted, unreadable, expired...), for Warning Events
     next_renewal: datetime  # when the earliest of these certificates is due
 
 
@@ -40,18 +41,21 @@ def plan(
 ) -> CertificatePlan:
     lifetime, renew_before = lifetimes(context)
     algorithm = context.config.ca_key_algorithm
-    renewals = []
+    issued: list[str] = []
+    replaced: list[str] = []
     dns_names = mtls.dns_names(context)
     reason = pki.renewal_reason(server, ca, context.now, renew_before, dns_names=dns_names)
     if reason is not None or server is None:
         server = pki.issue_server_certificate(ca, dns_names, context.now, lifetime, algorithm)
-        renewals.append(f"issued the server certificate ({reason})")
+        note = f"issued the server certificate ({reason})"
+        (issued if reason is None or pki.is_scheduled(reason) else replaced).append(note)
     issued_clients: dict[str, pki.KeyPair] = {}
     for identity, pair in sorted(clients.items()):
         reason = pki.renewal_reason(pair, ca, context.now, renew_before, common_name=identity)
         if reason is not None or pair is None:
             pair = pki.issue_client_certificate(ca, identity, context.now, lifetime, algorithm)
-            renewals.append(f"issued the client certificate {identity} ({reason})")
+            note = f"issued the client certificate {identity} ({reason})"
+            (issued if reason is None or pki.is_scheduled(reason) else replaced).append(note)
         issued_clients[identity] = pair
     infos = [pki.certificate_info(pair.cert_pem) for pair in (server, *issued_clients.values())]
     server_info = infos[0]
@@ -60,6 +64,7 @@ def plan(
             pair=server, bundle_pem=ca.bundle_pem(), fingerprint=server_info.sha256_fingerprint
         ),
         clients=issued_clients,
-        renewals=tuple(renewals),
+        issued=tuple(issued),
+        replaced=tuple(replaced),
         next_renewal=min(info.not_after - renew_before for info in infos),
     )

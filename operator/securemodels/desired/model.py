@@ -58,6 +58,7 @@ class Observed:
     roles: tuple[Manifest, ...] = ()  # the operator's roles for this SMD
     role_bindings: tuple[Manifest, ...] = ()  # every binding in the namespace
     cluster_role_bindings: tuple[Manifest, ...] = ()
+    pods: tuple[Manifest, ...] = ()  # every pod with the model's selector labels
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,7 @@ def judge(context: Context, observed: Observed) -> list[ControlResult]:
         ),
         storage.check(context, deployment, observed.pvc),
         residency.check(context, deployment),
-        pod_security.check(deployment),
+        pod_security.check(deployment, observed.pods),
     ]
 
 

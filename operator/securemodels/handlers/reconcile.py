@@ -26,6 +26,7 @@ from securemodels.desired.model import Blocker, Context, ControlResult, Manifest
 from securemodels.handlers.ca import CAStore
 from securemodels.k8s import events, read
 from securemodels.k8s.client import Kube, KubeError
+from securemodels.pki import CertificateInfo
 
 log = logging.getLogger(__name__)
 Clock = Callable[[], datetime]
@@ -81,6 +82,7 @@ class Reconciler:
         observed, tls_secret = await read.observe(self.kube, owner)
         blockers = desired.preflight(context, observed.pvc)
         notes: list[str] = []
+        warnings: list[str] = []
         judged, drifted = observed, False
         next_renewal: datetime | None = None
         if not blockers:
@@ -89,10 +91,15 @@ class Reconciler:
                 plan = certificates.plan(
                     context, ca, read.key_pair(tls_secret), await read.client_secrets(self.kube, context)
                 )
-                notes += plan.renewals
+                notes += plan.issued
+                warnings += plan.replaced
                 next_renewal = plan.next_renewal
                 want = desired.build(context, plan.server, plan.clients)
-                steady = previous.get("observedGeneration") == owner.generation
+                # Unchanged spec and already realised: a difference now is someone else's doing.
+                steady = (
+                    previous.get("observedGeneration") == owner.generation
+                    and previous.get("phase") != "Blocked"
+                )
                 changed, drifted = await self._apply_owned(owner, want.owned, observed, tls_secret, steady)
                 changed |= await self._apply_remote(owner, want.remote)
                 changed |= await self._prune(owner, want.owned, observed)
@@ -106,7 +113,7 @@ class Reconciler:
 
         results = status_rules.judge(context, judged)
         summary = status_rules.summarize(context, results, blockers, judged.deployment)
-        results = _with_renewal_notes(results, notes)
+        results = _with_renewal_notes(results, [*notes, *warnings])
         new_status = status_rules.build_status(
             context, results, summary, previous, judged.deployment, judged.server_certificate
         )
@@ -117,9 +124,13 @@ class Reconciler:
             )
         for note in notes:
             await events.post(self.kube, events.about_smd(owner), "Normal", "CertificateIssued", note, now)
+        for warning in warnings:
+            await events.post(
+                self.kube, events.about_smd(owner), "Warning", "CertificateReplaced", warning, now
+            )
         if drifted:
             log.warning("%s/%s: drift corrected", owner.namespace, owner.name)
-        _export_metrics(owner, results, new_status, judged.server_certificate)
+        _export_metrics(owner, results, new_status, judged.server_certificate, next_renewal)
         requeue = None
         if next_renewal is not None:
             requeue = max((next_renewal - now).total_seconds(), 1.0)
@@ -269,7 +280,11 @@ def _with_renewal_notes(results: list[ControlResult], notes: list[str]) -> list[
 
 
 def _export_metrics(
-    owner: naming.Owner, results: list[ControlResult], status: Mapping[str, Any], certificate: Any
+    owner: naming.Owner,
+    results: list[ControlResult],
+    status: Mapping[str, Any],
+    certificate: CertificateInfo | None,
+    next_renewal: datetime | None,
 ) -> None:
     namespace, name = owner.namespace, owner.name
     kept: set[tuple[str, ...]] = set()
@@ -286,4 +301,6 @@ def _export_metrics(
     kept.add((namespace, name))
     if certificate is not None:
         metrics.CERTIFICATE_EXPIRY.labels(namespace, name).set(certificate.not_after.timestamp())
+    if next_renewal is not None:
+        metrics.CERTIFICATE_RENEWAL.labels(namespace, name).set(next_renewal.timestamp())
     metrics.forget(namespace, name, keep=frozenset(kept))

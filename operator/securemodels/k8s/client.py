@@ -34,6 +34,7 @@ _KINDS: dict[str, tuple[str, str, str, bool]] = {
     "ConfigMap": ("", "v1", "configmaps", True),
     "PersistentVolumeClaim": ("", "v1", "persistentvolumeclaims", True),
     "Event": ("", "v1", "events", True),
+    "Pod": ("", "v1", "pods", True),
     "NetworkPolicy": ("networking.k8s.io", "v1", "networkpolicies", True),
     "Role": ("rbac.authorization.k8s.io", "v1", "roles", True),
     "RoleBinding": ("rbac.authorization.k8s.io", "v1", "rolebindings", True),

@@ -52,12 +52,13 @@ async def observe(kube: Kube, owner: naming.Owner) -> tuple[Observed, Manifest |
         kube.get("ConfigMap", owner.child(mtls.SIDECAR_PURPOSE), namespace),
         kube.get("Secret", owner.child(mtls.TLS_PURPOSE), namespace),
     )
-    claims, policies, roles, bindings, cluster_bindings = await asyncio.gather(
+    claims, policies, roles, bindings, cluster_bindings, pods = await asyncio.gather(
         kube.list("PersistentVolumeClaim", namespace, ours),
         kube.list("NetworkPolicy", namespace),
         kube.list("Role", namespace, ours),
         kube.list("RoleBinding", namespace),
         kube.list("ClusterRoleBinding"),
+        kube.list("Pod", namespace, naming.selector_labels(owner)),
     )
     owned = [claim for claim in claims if owned_by(claim, owner)]
     observed = Observed(
@@ -73,6 +74,7 @@ async def observe(kube: Kube, owner: naming.Owner) -> tuple[Observed, Manifest |
         roles=tuple(role for role in roles if owned_by(role, owner)),
         role_bindings=tuple(bindings),
         cluster_role_bindings=tuple(cluster_bindings),
+        pods=tuple(pods),
     )
     return observed, tls_secret
 

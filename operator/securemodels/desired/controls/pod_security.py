@@ -84,10 +84,27 @@ def pod_problems(pod_spec: Manifest) -> list[str]:
     return problems
 
 
-def check(deployment: Manifest | None) -> ControlResult:
+def stray_pods(deployment_name: str, pods: tuple[Manifest, ...]) -> list[str]:
+    """Pods that carry the model's labels, and so receive its traffic, but were not made from its
+    Deployment (whose ReplicaSets are named <deployment>-<hash>)."""
+    return sorted(
+        pod["metadata"]["name"]
+        for pod in pods
+        if not any(
+            ref.get("kind") == "ReplicaSet"
+            and ref.get("controller")
+            and ref.get("name", "").startswith(f"{deployment_name}-")
+            for ref in pod["metadata"].get("ownerReferences") or []
+        )
+    )
+
+
+def check(deployment: Manifest | None, pods: tuple[Manifest, ...] = ()) -> ControlResult:
     if deployment is None:
         return ControlResult(NAME, "Fail", "DeploymentMissing", "the model's Deployment does not exist")
     problems = pod_problems(deployment["spec"]["template"]["spec"])
+    if strays := stray_pods(deployment["metadata"]["name"], pods):
+        problems.append(f"pods not made from the model's Deployment carry its labels: {', '.join(strays)}")
     if problems:
         return ControlResult(NAME, "Fail", "PodNotHardened", "; ".join(problems))
     return ControlResult(

@@ -128,31 +128,38 @@ def check(
     cluster_bindings: tuple[Manifest, ...],
 ) -> ControlResult:
     owner = context.owner
-    problems = []
+    account_problems = []
     if account is None:
-        problems.append(f"ServiceAccount {owner.name} does not exist")
+        account_problems.append(f"ServiceAccount {owner.name} does not exist")
     elif account.get("automountServiceAccountToken") is not False:
-        problems.append(f"ServiceAccount {owner.name} mounts its token into pods")
-    problems += [
+        account_problems.append(f"ServiceAccount {owner.name} mounts its token into pods")
+    granted_to_model = [
         f"{binding['kind']} {binding['metadata']['name']} grants permissions to the model's ServiceAccount"
         for binding in (*bindings, *cluster_bindings)
         if _binds_model_account(binding, owner)
     ]
+    access_problems = []
     live_roles = {role["metadata"]["name"]: role for role in roles}
     live_bindings = {binding["metadata"]["name"]: binding for binding in bindings}
     for wanted in roles_and_bindings(context):
         name, kind = wanted["metadata"]["name"], wanted["kind"]
         live = (live_roles if kind == "Role" else live_bindings).get(name)
         if live is None:
-            problems.append(f"{kind} {name} does not exist")
+            access_problems.append(f"{kind} {name} does not exist")
         elif kind == "Role" and live.get("rules") != wanted["rules"]:
-            problems.append(f"Role {name} has rules beyond the spec")
+            access_problems.append(f"Role {name} has rules beyond the spec")
         elif kind == "RoleBinding" and (
             live.get("subjects") != wanted["subjects"] or live.get("roleRef") != wanted["roleRef"]
         ):
-            problems.append(f"RoleBinding {name} binds other subjects or roles than the spec")
-    if problems:
-        return ControlResult(NAME, "Fail", "ExcessPrivilege", "; ".join(problems))
+            access_problems.append(f"RoleBinding {name} binds other subjects or roles than the spec")
+    for reason, problems in (
+        ("ExcessPrivilege", granted_to_model),
+        ("AccessNotAsDeclared", access_problems),
+        ("ServiceAccountNotHardened", account_problems),
+    ):
+        if problems:
+            every = [*granted_to_model, *access_problems, *account_problems]
+            return ControlResult(NAME, "Fail", reason, "; ".join(every))
     return ControlResult(
         NAME, "Pass", "LeastPrivilege", "model account has no token and no bindings; access as declared"
     )
