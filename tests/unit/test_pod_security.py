@@ -183,8 +183,15 @@ REPLICA_SET = {"kind": "ReplicaSet", "name": "fraud-7c9d8f6b5", "controller": Tr
         ((pod("impostor"),), ["impostor"]),
         ((pod("lookalike", {**REPLICA_SET, "name": "other-7c9d8f6b5"}),), ["lookalike"]),
         ((pod("adopted", {**REPLICA_SET, "controller": False}),), ["adopted"]),
+        ((pod("canary", {**REPLICA_SET, "name": "fraud-canary-7c9d8f6b5"}),), ["canary"]),
     ],
-    ids=["made by the Deployment", "made by hand", "another Deployment's", "not the controller"],
+    ids=[
+        "made by the Deployment",
+        "made by hand",
+        "another Deployment's",
+        "not the controller",
+        "a longer name",
+    ],
 )
 def test_pods_with_the_model_labels_must_come_from_its_deployment(
     pods: tuple[Manifest, ...], strays: list[str]

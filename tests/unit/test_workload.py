@@ -144,3 +144,11 @@ def test_every_mounted_volume_exists() -> None:
     mounts = {mount["name"] for item in pod["containers"] for mount in item["volumeMounts"]}
 
     assert mounts == volumes
+
+
+def test_pods_roll_one_by_one_without_storage_and_are_recreated_with_it() -> None:
+    rolling = deployment()["spec"]["strategy"]
+    recreated = deployment(storage={"size": "1Gi", "storageClassName": "encrypted-gp3"})["spec"]["strategy"]
+
+    assert rolling == {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
+    assert recreated == {"type": "Recreate"}

@@ -65,6 +65,14 @@ def model_container(context: Context) -> dict[str, Any]:
     return container
 
 
+def _strategy(context: Context) -> dict[str, Any]:
+    """Replace pods one at a time with no gap; but a ReadWriteOnce volume can be attached to one node
+    only, so with storage the old pod must go before the new one starts."""
+    if context.spec.storage is not None:
+        return {"type": "Recreate"}
+    return {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
+
+
 def deployment(context: Context, server: mtls.ServerTLS) -> Manifest:
     owner = context.owner
     volumes = [
@@ -95,7 +103,7 @@ def deployment(context: Context, server: mtls.ServerTLS) -> Manifest:
             "replicas": context.spec.model.replicas,
             "revisionHistoryLimit": 3,
             "selector": {"matchLabels": naming.selector_labels(owner)},
-            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+            "strategy": _strategy(context),
             "template": {
                 "metadata": {
                     "labels": naming.labels(owner, "model"),

@@ -37,7 +37,8 @@ NAMESPACED = (
     Permission("rbac.authorization.k8s.io", "roles", ("get", "list", "create", "patch", "delete")),
     Permission("rbac.authorization.k8s.io", "rolebindings", ("get", "list", "create", "patch", "delete")),
     Permission("", "events", ("create",)),
-    # Held so that the operator may grant them to viewers and deployers (RBAC forbids escalation).
+    # Pods: the operator lists them to find strays with the model's labels, and must hold what it grants
+    # to viewers (RBAC forbids escalation).
     Permission("", "pods", ("get", "list", "watch")),
     Permission("", "pods/log", ("get",)),
 )

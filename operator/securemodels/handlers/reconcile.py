@@ -132,8 +132,10 @@ class Reconciler:
             log.warning("%s/%s: drift corrected", owner.namespace, owner.name)
         _export_metrics(owner, results, new_status, judged.server_certificate, next_renewal)
         requeue = None
-        if next_renewal is not None:
-            requeue = max((next_renewal - now).total_seconds(), 1.0)
+        if next_renewal is not None and next_renewal > now:
+            # A due date in the past was not renewable yet (a leaf is cut at its CA's expiry): the next
+            # CA takes over at a resync, so do not spin on it.
+            requeue = (next_renewal - now).total_seconds()
         return Outcome(summary.phase, requeue)
 
     async def _apply_owned(

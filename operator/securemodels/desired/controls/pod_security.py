@@ -7,6 +7,7 @@ settings remove the usual ways out (privilege escalation, capabilities, host nam
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from securemodels.desired.model import ControlResult, Manifest
@@ -86,14 +87,15 @@ def pod_problems(pod_spec: Manifest) -> list[str]:
 
 def stray_pods(deployment_name: str, pods: tuple[Manifest, ...]) -> list[str]:
     """Pods that carry the model's labels, and so receive its traffic, but were not made from its
-    Deployment (whose ReplicaSets are named <deployment>-<hash>)."""
+    Deployment, whose ReplicaSets are named <deployment>-<pod-template-hash>."""
+    replica_set = re.compile(re.escape(deployment_name) + r"-[a-z0-9]+")
     return sorted(
         pod["metadata"]["name"]
         for pod in pods
         if not any(
             ref.get("kind") == "ReplicaSet"
             and ref.get("controller")
-            and ref.get("name", "").startswith(f"{deployment_name}-")
+            and replica_set.fullmatch(ref.get("name", ""))
             for ref in pod["metadata"].get("ownerReferences") or []
         )
     )
