@@ -49,4 +49,7 @@ CLUSTER = (
     Permission("", "namespaces", ("get",), cluster_scoped=True),
 )
 # In the operator's own namespace: the CA Secret.
-OWN_NAMESPACE = (Permission("", "secrets", ("get", "create", "patch")),)
+OWN_NAMESPACE = (
+    Permission("", "secrets", ("get", "create", "patch")),
+    Permission("", "events", ("create",)),  # Events about the CA Secret
+)

@@ -14,7 +14,7 @@ import itertools
 import logging
 import random
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,7 +29,7 @@ from securemodels.desired import naming
 from securemodels.handlers import permissions
 from securemodels.handlers.reconcile import Clock, Reconciler
 from securemodels.k8s import read
-from securemodels.k8s.client import Credentials, Kube, KubeError, credentials, load_config
+from securemodels.k8s.client import Credentials, Kube, KubeError, credentials_source, load_config
 from securemodels.server import HealthServer
 from securemodels.workqueue import WorkQueue
 
@@ -48,7 +48,7 @@ class Operator:
 
     config: OperatorConfig
     kube: Kube
-    credentials: Credentials
+    credentials: Callable[[], Credentials]
     clock: Clock = utc_now
     queue: WorkQueue = field(default_factory=WorkQueue)
     bodies: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -97,6 +97,8 @@ class Operator:
             await asyncio.sleep(self.config.resync_seconds)
             for key in list(self.bodies):
                 self.queue.add(key)
+            if self.missing_permissions:  # someone may have fixed the RBAC: readiness follows
+                await self.check_permissions()
             if rounds % ORPHAN_SWEEP_EVERY == 0:
                 await self._sweep_orphans()
 
@@ -233,12 +235,15 @@ def _configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.connect_timeout = 30
     settings.watching.inactivity_timeout = 600  # reconnect a watch that went silent behind a proxy
     settings.networking.request_timeout = 60
+    # Watch the SMD kind and the configured namespaces only: no listing of CRDs or namespaces, which the
+    # chart does not grant (kopf would retry the 403s before it starts watching).
+    settings.scanning.disabled = True
 
 
 @kopf.on.login()
 def _login(memo: kopf.Memo, **_: Any) -> kopf.ConnectionInfo:
     operator: Operator = memo["operator"]
-    return _connection_info(operator.credentials)
+    return _connection_info(operator.credentials())
 
 
 @kopf.on.event(v1alpha1.GROUP, v1alpha1.VERSION, v1alpha1.PLURAL)
@@ -265,7 +270,7 @@ async def run(
     """Run until `stop` is set, or forever. The events let a test run the operator in a thread."""
     kube_config = load_config(kubeconfig)
     kube = Kube(kube_config)
-    operator = Operator(config=config, kube=kube, credentials=credentials(kube_config), clock=clock)
+    operator = Operator(config=config, kube=kube, credentials=credentials_source(kube_config), clock=clock)
     if started is not None:
         operator.watching = started
     server = HealthServer(operator.readiness)

@@ -8,7 +8,7 @@ benchmarks and tests know that a steady state writes nothing.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -237,6 +237,11 @@ class Kube:
         except (ApiError, httpx2.HTTPError) as error:
             raise _error(error) from error
         return bool(dict(result).get("status", {}).get("allowed"))
+
+
+def credentials_source(config: KubeConfig) -> Callable[[], Credentials]:
+    """Credentials read afresh on each call: the kubelet rotates a pod's token file."""
+    return lambda: credentials(config)
 
 
 def _api_version(kind: str) -> str:
