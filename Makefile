@@ -68,7 +68,8 @@ lint: $(VENV)/.installed $(KUBECTL) ## ruff, mypy, import rules, hadolint, helm 
 	$(VENV)/bin/mypy operator hack tests bench
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/hadolint Dockerfile
-	$(HELM) lint --strict $(CHART)
+	$(HELM) lint --strict $(CHART) --set image.repository=registry.example.com/secure-model-operator \
+	  --set image.digest=sha256:$$(printf '0%.0s' {1..64})
 
 .PHONY: test
 test: install lint ## install everything, then run every test
@@ -88,6 +89,34 @@ demo: install ## start a local control plane, run the operator, apply examples/b
 .PHONY: bench
 bench: install ## measure and write BENCHMARKS.md
 	SECUREMODELS_ASSETS=$$(hack/build-controlplane.sh) PYTHONPATH=hack $(VENV)/bin/python -m bench
+
+# ------------------------------------------------------------------------------------------------ kind
+# For machines with Docker and kind (not needed by demo or test): the operator image built from this
+# checkout, installed with the chart, running a real model until it is Ready.
+
+KIND_CLUSTER ?= securemodels
+KIND_CONTEXT := kind-$(KIND_CLUSTER)
+KIND_IMAGE := docker.io/library/secure-model-operator:dev
+
+.PHONY: kind-up
+kind-up: $(KUBECTL) ## kind cluster running the operator image built from this checkout (needs docker, kind)
+	kind get clusters | grep -qx '$(KIND_CLUSTER)' || kind create cluster --name $(KIND_CLUSTER) --wait 120s
+	docker build -t $(KIND_IMAGE) .
+	kind load docker-image $(KIND_IMAGE) --name $(KIND_CLUSTER)
+	reference=$$(docker exec $(KIND_CLUSTER)-control-plane crictl inspecti \
+	    -o go-template --template '{{index .status.repoDigests 0}}' $(KIND_IMAGE)); \
+	api_server=$$($(KUBECTL) --context $(KIND_CONTEXT) get endpointslices -n default \
+	    -l kubernetes.io/service-name=kubernetes -o jsonpath='{.items[0].endpoints[0].addresses[0]}'); \
+	$(HELM) upgrade --install secure-model-operator $(CHART) --kube-context $(KIND_CONTEXT) \
+	  --namespace securemodels-system --create-namespace --wait --timeout 5m \
+	  --set image.repository=$${reference%@*} --set image.digest=$${reference#*@} --set image.pullPolicy=Never \
+	  --set "networkPolicy.apiServerCIDRs={$$api_server/32}" --set 'networkPolicy.apiServerPorts={6443}'
+
+.PHONY: kind-e2e
+kind-e2e: kind-up ## on kind: deploy a real model (hack/kind/model.yaml) and wait until it is Ready
+	$(KUBECTL) --context $(KIND_CONTEXT) label nodes --all --overwrite topology.kubernetes.io/region=kind
+	$(KUBECTL) --context $(KIND_CONTEXT) apply -f hack/kind/model.yaml
+	$(KUBECTL) --context $(KIND_CONTEXT) wait --for=condition=Ready smd/echo -n ml-demo --timeout=5m
 
 .PHONY: clean
 clean: ## remove the virtual environments (the cache outside the repository stays)
