@@ -6,6 +6,7 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+
 from localcluster import LocalCluster, running_cluster
 from support.kube import Kubectl, wait_for
 from support.paths import CRD, OPERATOR_NAMESPACE
@@ -17,7 +18,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
         local.kubectl("apply", "--server-side", "-f", str(CRD))
         established = '{.status.conditions[?(@.type=="Established")].status}'
         wait_for(
-            lambda: Kubectl(local).run("get", "-f", str(CRD), "-o", f"jsonpath={established}").stdout == "True",
+            lambda: (
+                Kubectl(local).run("get", "-f", str(CRD), "-o", f"jsonpath={established}").stdout == "True"
+            ),
             what="the CRD to be established",
         )
         local.kubectl("create", "namespace", OPERATOR_NAMESPACE)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import pytest
 
@@ -16,19 +15,15 @@ pytestmark = pytest.mark.integration
 MISSING_SECRET = {"secretFiles": [{"name": "token", "secretName": "absent"}]}
 
 
-def status(kubectl: Kubectl, name: str, namespace: str) -> dict[str, Any]:
-    return dict((kubectl.get("smd", name, namespace) or {}).get("status") or {})
-
-
 def test_a_missing_secret_blocks_the_smd_while_others_are_served(
     kubectl: Kubectl, namespace: str, operator: RunningOperator
 ) -> None:
     kubectl.apply(smd("broken", namespace, model=MISSING_SECRET))
     kubectl.apply(smd("healthy", namespace))
 
-    wait_for(lambda: status(kubectl, "broken", namespace).get("phase") == "Blocked", what="broken Blocked")
+    wait_for(lambda: kubectl.status("broken", namespace).get("phase") == "Blocked", what="broken Blocked")
     wait_for(
-        lambda: status(kubectl, "healthy", namespace).get("phase") == "Ready",
+        lambda: kubectl.status("healthy", namespace).get("phase") == "Ready",
         timeout=60,
         what="healthy Ready",
     )
@@ -45,7 +40,7 @@ def test_a_missing_secret_blocks_the_smd_while_others_are_served(
 
     kubectl("create", "secret", "generic", "absent", "--from-literal=token=x", "-n", namespace)
     wait_for(
-        lambda: status(kubectl, "broken", namespace).get("phase") == "Ready", timeout=60, what="unblocked"
+        lambda: kubectl.status("broken", namespace).get("phase") == "Ready", timeout=60, what="unblocked"
     )
 
 
@@ -53,14 +48,12 @@ def test_a_bad_update_keeps_the_running_workload_as_it_was(
     kubectl: Kubectl, namespace: str, operator: RunningOperator
 ) -> None:
     kubectl.apply(smd("live", namespace, model={"replicas": 2}))
-    wait_for(
-        lambda: status(kubectl, "live", namespace).get("phase") == "Ready", timeout=60, what="live Ready"
-    )
+    wait_for(lambda: kubectl.status("live", namespace).get("phase") == "Ready", timeout=60, what="live Ready")
     before = kubectl.get("deployment", "live", namespace)
 
     kubectl.apply(smd("live", namespace, model={"replicas": 2, **MISSING_SECRET}))
 
-    wait_for(lambda: status(kubectl, "live", namespace).get("phase") == "Blocked", what="Blocked")
+    wait_for(lambda: kubectl.status("live", namespace).get("phase") == "Blocked", what="Blocked")
     time.sleep(RESYNC_SECONDS * 2)
     after = kubectl.get("deployment", "live", namespace)
     assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]

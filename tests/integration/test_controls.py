@@ -20,8 +20,7 @@ WITHIN_A_RESYNC = RESYNC_SECONDS * 3
 
 
 def phase(kubectl: Kubectl, name: str, namespace: str) -> str | None:
-    found = kubectl.get("smd", name, namespace)
-    return ((found or {}).get("status") or {}).get("phase")
+    return kubectl.status(name, namespace).get("phase")
 
 
 def control_status(kubectl: Kubectl, name: str, namespace: str, control: str) -> dict[str, Any] | None:

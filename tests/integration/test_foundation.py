@@ -4,41 +4,15 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
 
 import pytest
 import yaml
 
-from support.kube import Kubectl, wait_for
+from support.kube import CHILDREN_WITH_ACCESS, Kubectl, wait_for
 from support.manifests import smd
 from support.operator import RESYNC_SECONDS, RunningOperator
 
 pytestmark = pytest.mark.integration
-
-CHILD_KINDS = (
-    "deployment",
-    "service",
-    "serviceaccount",
-    "networkpolicy",
-    "secret",
-    "configmap",
-    "role",
-    "rolebinding",
-)
-
-
-def ready(kubectl: Kubectl, name: str, namespace: str) -> dict[str, Any] | None:
-    found = kubectl.get("smd", name, namespace)
-    condition = kubectl.condition(found, "Ready")
-    return found if condition and condition["status"] == "True" else None
-
-
-def children(kubectl: Kubectl, name: str, namespace: str) -> list[dict[str, Any]]:
-    selector = f"app.kubernetes.io/instance={name},app.kubernetes.io/managed-by=secure-model-operator"
-    found = []
-    for kind in CHILD_KINDS:
-        found += kubectl.items(kind, namespace, selector)
-    return found
 
 
 def test_a_tag_instead_of_a_digest_is_refused_by_the_api_server(kubectl: Kubectl, namespace: str) -> None:
@@ -68,7 +42,7 @@ def test_a_valid_smd_becomes_ready_with_owned_labelled_children_and_admitted_pod
         )
     )
 
-    found = wait_for(lambda: ready(kubectl, "fraud", namespace), timeout=60, what="fraud Ready")
+    found = wait_for(lambda: kubectl.ready("fraud", namespace), timeout=60, what="fraud Ready")
 
     uid = found["metadata"]["uid"]
     status = found["status"]
@@ -85,22 +59,8 @@ def test_a_valid_smd_becomes_ready_with_owned_labelled_children_and_admitted_pod
         "data-residency": "Pass",
         "pod-security": "Pass",
     }
-    kinds = sorted(item["kind"] for item in children(kubectl, "fraud", namespace))
-    assert kinds == sorted(
-        [
-            "ConfigMap",
-            "Deployment",
-            "NetworkPolicy",
-            "Role",
-            "Role",
-            "RoleBinding",
-            "RoleBinding",
-            "Secret",
-            "Service",
-            "ServiceAccount",
-        ]
-    )
-    for item in children(kubectl, "fraud", namespace):
+    assert sorted(item["kind"] for item in kubectl.children("fraud", namespace)) == CHILDREN_WITH_ACCESS
+    for item in kubectl.children("fraud", namespace):
         owners = item["metadata"]["ownerReferences"]
         assert [(owner["kind"], owner["uid"], owner["controller"]) for owner in owners] == [
             ("SecureModelDeployment", uid, True)
@@ -136,11 +96,11 @@ def test_a_second_reconcile_of_an_unchanged_smd_writes_nothing(
     kubectl: Kubectl, namespace: str, operator: RunningOperator
 ) -> None:
     kubectl.apply(smd("steady", namespace))
-    before_smd = wait_for(lambda: ready(kubectl, "steady", namespace), timeout=60, what="steady Ready")
+    before_smd = wait_for(lambda: kubectl.ready("steady", namespace), timeout=60, what="steady Ready")
     time.sleep(RESYNC_SECONDS * 1.5)  # let the post-Ready pass settle
     before = {
         item["metadata"]["name"] + item["kind"]: item["metadata"]["resourceVersion"]
-        for item in children(kubectl, "steady", namespace)
+        for item in kubectl.children("steady", namespace)
     }
     before_smd = kubectl.get("smd", "steady", namespace)
     writes_before = operator.metric("securemodels_api_writes_total", verb="apply")
@@ -149,7 +109,7 @@ def test_a_second_reconcile_of_an_unchanged_smd_writes_nothing(
 
     after = {
         item["metadata"]["name"] + item["kind"]: item["metadata"]["resourceVersion"]
-        for item in children(kubectl, "steady", namespace)
+        for item in kubectl.children("steady", namespace)
     }
     assert after == before
     assert (
@@ -166,12 +126,12 @@ def test_deleting_the_smd_removes_every_child(
     kubectl.apply(
         smd("doomed", namespace, mtls={"clients": [{"name": "gw", "namespace": f"{namespace}-gw"}]})
     )
-    wait_for(lambda: ready(kubectl, "doomed", namespace), timeout=60, what="doomed Ready")
+    wait_for(lambda: kubectl.ready("doomed", namespace), timeout=60, what="doomed Ready")
     assert kubectl.get("secret", f"doomed.{namespace}.client-gw", f"{namespace}-gw") is not None
 
     kubectl("delete", "smd", "doomed", "-n", namespace)
 
-    wait_for(lambda: not children(kubectl, "doomed", namespace), timeout=60, what="children gone")
+    wait_for(lambda: not kubectl.children("doomed", namespace), timeout=60, what="children gone")
     wait_for(
         lambda: not kubectl.items("pod", namespace, "app.kubernetes.io/instance=doomed"), what="pods gone"
     )

@@ -22,7 +22,7 @@ def test_after_reconciling_the_smd_shows_no_diff_and_only_status_is_ours(
     manifest["metadata"]["annotations"] = {"owner": "ml-platform"}
     kubectl.apply(manifest)
     wait_for(
-        lambda: (kubectl.get("smd", "gitops", namespace).get("status") or {}).get("phase") == "Ready",
+        lambda: kubectl.status("gitops", namespace).get("phase") == "Ready",
         timeout=60,
     )
     time.sleep(RESYNC_SECONDS * 2)  # resyncs and status writes happen meanwhile

@@ -37,7 +37,7 @@ def test_an_image_outside_the_cluster_allow_list_is_blocked_with_an_event(
 ) -> None:
     kubectl.apply(smd("foreign", namespace, model={"image": f"quay.io/someone/model{DIGEST}"}))
 
-    wait_for(lambda: (kubectl.get("smd", "foreign", namespace).get("status") or {}).get("phase") == "Blocked")
+    wait_for(lambda: kubectl.status("foreign", namespace).get("phase") == "Blocked")
 
     ready = kubectl.condition(kubectl.get("smd", "foreign", namespace), "Ready")
     assert ready is not None
@@ -56,7 +56,7 @@ def test_an_image_inside_both_allow_lists_is_deployed(
     )
 
     wait_for(
-        lambda: (kubectl.get("smd", "local", namespace).get("status") or {}).get("phase") == "Ready",
+        lambda: kubectl.status("local", namespace).get("phase") == "Ready",
         timeout=60,
     )
 

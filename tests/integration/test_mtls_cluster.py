@@ -21,13 +21,9 @@ pytestmark = pytest.mark.integration
 ANNOTATION = "securemodels.io/certificate-sha256"
 
 
-def status(kubectl: Kubectl, name: str, namespace: str) -> dict[str, Any]:
-    return dict((kubectl.get("smd", name, namespace) or {}).get("status") or {})
-
-
 def wait_ready(kubectl: Kubectl, name: str, namespace: str) -> dict[str, Any]:
     def ready_status() -> dict[str, Any] | None:
-        found = status(kubectl, name, namespace)
+        found = kubectl.status(name, namespace)
         return found if found.get("phase") == "Ready" else None
 
     return wait_for(
@@ -122,7 +118,7 @@ def test_a_missing_client_namespace_is_named_while_other_clients_get_certificate
     kubectl.apply(smd("partial", namespace, mtls={"clients": clients}))
 
     wait_for(
-        lambda: status(kubectl, "partial", namespace).get("phase") == "Degraded", timeout=60, what="Degraded"
+        lambda: kubectl.status("partial", namespace).get("phase") == "Degraded", timeout=60, what="Degraded"
     )
 
     ready = kubectl.condition(kubectl.get("smd", "partial", namespace), "Ready")
@@ -150,7 +146,7 @@ def test_renewal_under_an_injected_clock_rolls_the_pods(
 
     after = wait_for(
         lambda: (
-            (found := status(kubectl, "rotating", namespace).get("certificate", {})).get("serialNumber")
+            (found := kubectl.status("rotating", namespace).get("certificate", {})).get("serialNumber")
             != before["serialNumber"]
             and found
         ),
@@ -206,7 +202,7 @@ def test_a_ca_certificate_edited_into_garbage_is_replaced_with_overlap(
     assert bundle.count(b"BEGIN CERTIFICATE") == 2
     assert bundle_before in bundle
     assert b"not a certificate" not in secret_data(kubectl, "securemodels-ca", OPERATOR_NAMESPACE)["tls.crt"]
-    assert status(kubectl, "overlap", namespace)["certificate"]["serialNumber"] == before["serialNumber"]
+    assert kubectl.status("overlap", namespace)["certificate"]["serialNumber"] == before["serialNumber"]
     wait_ready(kubectl, "overlap", namespace)
 
 
@@ -223,14 +219,16 @@ def test_a_ca_secret_wiped_into_garbage_gets_a_new_ca_and_every_certificate_reis
 
     wait_for(
         lambda: (
-            status(kubectl, "trusting", namespace).get("certificate", {}).get("serialNumber")
+            kubectl.status("trusting", namespace).get("certificate", {}).get("serialNumber")
             != before["serialNumber"]
         ),
         what="a certificate from the new CA",
     )
     assert len(ca_events(kubectl)) > warnings_before
     replaced = [item for item in kubectl.items("event", namespace) if item["reason"] == "CertificateReplaced"]
-    assert any("not issued by a trusted CA" in item["message"] and item["type"] == "Warning" for item in replaced)
+    assert any(
+        item["type"] == "Warning" and "not issued by a trusted CA" in item["message"] for item in replaced
+    )
     wait_ready(kubectl, "trusting", namespace)
 
 
@@ -254,7 +252,7 @@ def test_private_keys_never_appear_in_status_events_logs_or_metrics(
     clock.advance(timedelta(hours=2, minutes=5))  # a renewal too, so keys are issued while we listen
     wait_for(
         lambda: (
-            status(kubectl, "secretive", namespace).get("certificate", {}).get("serialNumber")
+            kubectl.status("secretive", namespace).get("certificate", {}).get("serialNumber")
             != first["serialNumber"]
         )
     )

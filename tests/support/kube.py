@@ -13,6 +13,31 @@ import yaml
 from localcluster import LocalCluster
 
 T = TypeVar("T")
+CHILD_KINDS = (
+    "deployment",
+    "service",
+    "serviceaccount",
+    "networkpolicy",
+    "secret",
+    "configmap",
+    "role",
+    "rolebinding",
+)
+# What an SMD with viewers and deployers, and no storage, owns in its namespace.
+CHILDREN_WITH_ACCESS = sorted(
+    [
+        "ConfigMap",
+        "Deployment",
+        "NetworkPolicy",
+        "Role",
+        "Role",
+        "RoleBinding",
+        "RoleBinding",
+        "Secret",
+        "Service",
+        "ServiceAccount",
+    ]
+)
 
 
 class Kubectl:
@@ -57,6 +82,21 @@ class Kubectl:
             self.get(kind, None, namespace, *args) if namespace else self.get(kind, None, None, "-A", *args)
         )
         return list(found["items"])
+
+    def status(self, name: str, namespace: str) -> dict[str, Any]:
+        """An SMD's status, empty while it has none (or the SMD does not exist)."""
+        return dict((self.get("smd", name, namespace) or {}).get("status") or {})
+
+    def ready(self, name: str, namespace: str) -> dict[str, Any] | None:
+        """The SMD when its Ready condition is True, else None: a probe for wait_for."""
+        found = self.get("smd", name, namespace)
+        condition = self.condition(found, "Ready")
+        return dict(found) if condition and condition["status"] == "True" else None
+
+    def children(self, name: str, namespace: str) -> list[dict[str, Any]]:
+        """Every object the operator made for the SMD in its namespace."""
+        selector = f"app.kubernetes.io/instance={name},app.kubernetes.io/managed-by=secure-model-operator"
+        return [item for kind in CHILD_KINDS for item in self.items(kind, namespace, selector)]
 
     def condition(self, smd: dict[str, Any] | None, kind: str) -> dict[str, Any] | None:
         for item in ((smd or {}).get("status") or {}).get("conditions") or []:

@@ -9,6 +9,7 @@ IMAGE = "registry.example.com/ml/fraud@sha256:" + "ab" * 32
 
 
 def merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """`overrides` deep-merged into a copy of `base`; lists and scalars replace."""
     result = copy.deepcopy(base)
     for key, value in overrides.items():
         if isinstance(value, dict) and isinstance(result.get(key), dict):

@@ -16,6 +16,7 @@ from securemodels.desired.controls import mtls
 from securemodels.desired.model import Context, Facts, Manifest, Observed
 from securemodels.desired.naming import Owner
 from securemodels.pki import CertificateInfo, KeyPair
+from support.manifests import merge
 
 NOW = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
 REGISTRY = "registry.example.com"
@@ -32,17 +33,6 @@ SERVER = mtls.ServerTLS(
 )
 
 Mutation = Callable[[Manifest], object]
-
-
-def merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
-    """`overrides` deep-merged into a copy of `base`; lists and scalars replace."""
-    result = copy.deepcopy(dict(base))
-    for key, value in overrides.items():
-        if isinstance(value, Mapping) and isinstance(result.get(key), Mapping):
-            result[key] = merge(result[key], value)
-        else:
-            result[key] = copy.deepcopy(value)
-    return result
 
 
 def spec_dict(**overrides: Any) -> dict[str, Any]:
