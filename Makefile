@@ -10,7 +10,7 @@ VENV := .venv
 JUDGES_VENV := .venv-judges
 export SECUREMODELS_CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/secure-model-operator
 # kubectl and helm come from a pinned npm package (hack/fetch-kubectl-helm.sh).
-TOOLS_DIR := $(SECUREMODELS_CACHE)/kubectl-layer-2.2.2
+TOOLS_DIR := $(SECUREMODELS_CACHE)/kubectl-layer-$(shell sed -n 's/^version=//p' hack/fetch-kubectl-helm.sh)
 export KUBECTL := $(TOOLS_DIR)/kubectl
 export HELM := $(TOOLS_DIR)/helm
 export PATH := $(CURDIR)/$(VENV)/bin:$(TOOLS_DIR):$(PATH)
@@ -65,7 +65,7 @@ crds: $(VENV)/.installed ## regenerate the CRD from the pydantic models
 lint: $(VENV)/.installed $(KUBECTL) ## ruff, mypy, import rules, hadolint, helm lint
 	$(VENV)/bin/ruff check $(PYTHON_SOURCES)
 	$(VENV)/bin/ruff format --check $(PYTHON_SOURCES)
-	$(VENV)/bin/mypy operator hack tests bench
+	$(VENV)/bin/mypy $(PYTHON_SOURCES)
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/hadolint Dockerfile
 	$(HELM) lint --strict $(CHART) --set image.repository=registry.example.com/secure-model-operator \

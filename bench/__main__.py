@@ -52,7 +52,7 @@ def main() -> int:
             ("ratio operator / plain client (both until the workloads are available)", f"{ratio:.2f}"),
             (f"operator peak RSS at {SMD_COUNT} SMDs", f"{operator['operator_peak_rss_mib']:.0f} MiB"),
             (
-                f"API writes during {operator['noop_resyncs']:.0f} resyncs of the unchanged fleet "
+                f"API writes during {operator_bench.NOOP_RESYNCS} resyncs of the unchanged fleet "
                 f"({resync:.0f} s period)",
                 f"{operator['noop_resync_api_writes']:.0f}",
             ),

@@ -34,6 +34,7 @@ from securemodels.k8s.client import Kube, load_config
 IMAGE = "registry.example.com/ml/bench@sha256:" + "ef" * 32
 OPERATOR_NAMESPACE = "securemodels-system"
 RESYNC_SECONDS = 5.0
+NOOP_RESYNCS = 3
 WORKERS = 4
 
 
@@ -134,12 +135,11 @@ def operator_run(cluster: LocalCluster, count: int, workdir: Path) -> dict[str, 
         to_ready = time.monotonic() - started
         time.sleep(RESYNC_SECONDS * 2)  # the last Ready transitions settle
         writes_before = _api_writes(port)
-        time.sleep(RESYNC_SECONDS * 3)
+        time.sleep(RESYNC_SECONDS * NOOP_RESYNCS)
         noop_writes = _api_writes(port) - writes_before
         return {
             "operator_seconds_to_ready": to_ready,
             "operator_peak_rss_mib": _peak_rss_mib(process.pid),
-            "noop_resyncs": 3.0,
             "noop_resync_api_writes": noop_writes,
         }
     finally:

@@ -35,6 +35,7 @@ if [ ! -f "$out/kwok-stages.yaml" ]; then
   for f in "$stages"/node/fast/*.yaml "$stages"/pod/fast/pod-*.yaml; do
     [ "$(basename "$f")" = kustomization.yaml ] && continue
     echo "---"; cat "$f"
-  done > "$out/kwok-stages.yaml"
+  done > "$out/kwok-stages.yaml.tmp"
+  mv "$out/kwok-stages.yaml.tmp" "$out/kwok-stages.yaml"
 fi
 echo "$out"

@@ -185,8 +185,7 @@ class LocalCluster:
         )
         self._write_kubeconfig(self.kubeconfig, pki["admin.crt"], pki["admin.key"])
         self._wait_ready(timeout)
-        components = self.workdir / "components.kubeconfig"
-        self._write_kubeconfig(components, pki["admin.crt"], pki["admin.key"])
+        components = self.kubeconfig  # the components run as cluster admins too
         self._spawn(
             "kube-controller-manager",
             f"--kubeconfig={components}",
@@ -220,15 +219,15 @@ class LocalCluster:
         self._create_nodes()
 
     def _spawn(self, name: str, *args: str) -> None:
-        log = (self.workdir / f"{name}.log").open("wb")
-        process = subprocess.Popen(
-            [str(find_asset(name)), *args],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-            preexec_fn=_die_with_parent,
-        )
+        with (self.workdir / f"{name}.log").open("wb") as log:  # the child keeps its own descriptor
+            process = subprocess.Popen(
+                [str(find_asset(name)), *args],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
+            )
         self._processes.append(process)
 
     def _write_pki(self) -> dict[str, Path]:

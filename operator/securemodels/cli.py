@@ -52,7 +52,9 @@ def _configure_logging(level: str) -> None:
 
 
 def _load_config(path: str | None) -> OperatorConfig:
-    return OperatorConfig.load(Path(path) if path else None, namespace=os.environ.get("POD_NAMESPACE"))
+    return OperatorConfig.load(
+        Path(path).read_text() if path else None, namespace=os.environ.get("POD_NAMESPACE")
+    )
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -77,8 +79,8 @@ def _cmd_crd(args: argparse.Namespace) -> int:
 def render_documents(documents: Iterable[dict[str, Any]], config: OperatorConfig) -> list[dict[str, Any]]:
     """Every object the operator would create in the SMDs' namespaces, without a cluster.
 
-    Key material does not exist offline: TLS Secrets are shown with the CA bundle only, and client
-    certificates (delivered into the clients' namespaces) are left out.
+    Key material does not exist offline: the TLS Secret is shown without certificates (the operator's CA
+    fills it), and client certificates (delivered into the clients' namespaces) are left out.
     """
     rendered: list[dict[str, Any]] = []
     for document in documents:
@@ -104,8 +106,7 @@ def _cmd_render(args: argparse.Namespace) -> int:
     try:
         manifests = render_documents(yaml.safe_load_all(source), config)
     except ValidationError as error:
-        for item in error.errors():
-            print(f"spec.{'.'.join(str(part) for part in item['loc'])}: {item['msg']}", file=sys.stderr)
+        print(v1alpha1.describe(error).replace("; ", "\n"), file=sys.stderr)
         return 1
     sys.stdout.write(yaml.safe_dump_all(manifests, sort_keys=False))
     return 0

@@ -6,24 +6,13 @@ case its own settings.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
-from securemodels.api.v1alpha1 import DIGEST_IMAGE_PATTERN
-
-# Provisioner -> (parameter, values that mean "encrypted"; empty tuple: any non-empty value).
-DEFAULT_ENCRYPTING_PROVISIONERS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "ebs.csi.aws.com": ("encrypted", ("true",)),
-    "kubernetes.io/aws-ebs": ("encrypted", ("true",)),
-    "pd.csi.storage.gke.io": ("disk-encryption-kms-key", ()),
-    "kubernetes.io/gce-pd": ("disk-encryption-kms-key", ()),
-    "disk.csi.azure.com": ("diskEncryptionSetID", ()),
-    "kubernetes.io/azure-disk": ("diskEncryptionSetID", ()),
-}
+from securemodels.api.v1alpha1 import DIGEST_IMAGE_PATTERN, registry_allows
 
 # nginx-unprivileged (runs as UID 101, listens on unprivileged ports), pinned by digest.
 DEFAULT_SIDECAR_IMAGE = (
@@ -37,7 +26,9 @@ class EncryptionParameter(BaseModel):
 
     model_config = ConfigDict(frozen=True, alias_generator=to_camel, populate_by_name=True, extra="forbid")
     parameter: str
-    values: tuple[str, ...] = Field(default=(), description="Accepted values; empty: any non-empty value.")
+    values: tuple[str, ...] = Field(
+        default=(), description="Accepted values, compared without case; empty: any non-empty value."
+    )
 
 
 class DNSPeer(BaseModel):
@@ -48,11 +39,18 @@ class DNSPeer(BaseModel):
     pod_labels: dict[str, str] = Field(default_factory=lambda: {"k8s-app": "kube-dns"})
 
 
-def _default_provisioners() -> dict[str, EncryptionParameter]:
-    return {
-        provisioner: EncryptionParameter(parameter=parameter, values=values)
-        for provisioner, (parameter, values) in DEFAULT_ENCRYPTING_PROVISIONERS.items()
-    }
+_EBS = EncryptionParameter(parameter="encrypted", values=("true",))
+_GCE_PD = EncryptionParameter(parameter="disk-encryption-kms-key")
+_AZURE_DISK = EncryptionParameter(parameter="diskEncryptionSetID")
+# Provisioner -> the parameter that proves encryption at rest (CSI and in-tree names of each cloud).
+DEFAULT_ENCRYPTING_PROVISIONERS: dict[str, EncryptionParameter] = {
+    "ebs.csi.aws.com": _EBS,
+    "kubernetes.io/aws-ebs": _EBS,
+    "pd.csi.storage.gke.io": _GCE_PD,
+    "kubernetes.io/gce-pd": _GCE_PD,
+    "disk.csi.azure.com": _AZURE_DISK,
+    "kubernetes.io/azure-disk": _AZURE_DISK,
+}
 
 
 class OperatorConfig(BaseModel):
@@ -77,14 +75,15 @@ class OperatorConfig(BaseModel):
     )
     ca_key_algorithm: Literal["ECDSA-P256", "RSA-3072"] = Field("ECDSA-P256", description="CA key type.")
     ca_duration_hours: int = Field(24 * 365, ge=48, description="Lifetime of the operator's CA.")
-    encrypting_provisioners: dict[str, EncryptionParameter] = Field(default_factory=_default_provisioners)
+    encrypting_provisioners: dict[str, EncryptionParameter] = Field(
+        default_factory=lambda: dict(DEFAULT_ENCRYPTING_PROVISIONERS)
+    )
     dns: DNSPeer = Field(default_factory=DNSPeer)
     cluster_domain: str = "cluster.local"
 
     @model_validator(mode="after")
     def _sidecar_from_an_allowed_registry(self) -> OperatorConfig:
-        registries = [registry.rstrip("/") + "/" for registry in self.allowed_registries]
-        if registries and not any(self.sidecar_image.startswith(registry) for registry in registries):
+        if not registry_allows(self.sidecar_image, self.allowed_registries):
             raise ValueError(
                 f"sidecarImage {self.sidecar_image} is not from a registry in allowedRegistries; "
                 "mirror it to one of them"
@@ -92,10 +91,9 @@ class OperatorConfig(BaseModel):
         return self
 
     @classmethod
-    def load(cls, path: Path | None, **overrides: object) -> OperatorConfig:
-        data: dict[str, object] = {}
-        if path is not None:
-            data = yaml.safe_load(path.read_text()) or {}
+    def load(cls, text: str | None, **overrides: object) -> OperatorConfig:
+        """From the configuration file's text (None: defaults), with overrides by field name."""
+        data: dict[str, object] = yaml.safe_load(text or "") or {}
         data.update(
             {
                 (cls.model_fields[key].alias or key): value

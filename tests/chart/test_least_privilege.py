@@ -91,7 +91,7 @@ def installed(
     config_file.write_text(
         kubectl.get("configmap", f"{SERVICE_ACCOUNT}-config", namespace)["data"]["config.yaml"]
     )
-    config = OperatorConfig.load(config_file, namespace=namespace)
+    config = OperatorConfig.load(config_file.read_text(), namespace=namespace)
     kubeconfig = operator_identity(
         kubectl, cluster, SERVICE_ACCOUNT, namespace, config_file.parent / "kubeconfig"
     )

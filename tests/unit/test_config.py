@@ -49,7 +49,7 @@ def test_load_without_a_file_gives_the_defaults() -> None:
 
 
 def test_empty_file_gives_the_defaults(tmp_path: Path) -> None:
-    assert OperatorConfig.load(write(tmp_path, "")) == OperatorConfig()
+    assert OperatorConfig.load(write(tmp_path, "").read_text()) == OperatorConfig()
 
 
 def test_load_reads_camel_case_keys(tmp_path: Path) -> None:
@@ -68,7 +68,7 @@ def test_load_reads_camel_case_keys(tmp_path: Path) -> None:
             "clusterDomain": "corp.internal",
         },
     )
-    config = OperatorConfig.load(path)
+    config = OperatorConfig.load(path.read_text())
 
     assert config.watch_namespaces == ("ml-prod", "ml-dev")
     assert config.resync_seconds == 10.0
@@ -102,7 +102,7 @@ def test_load_reads_camel_case_keys(tmp_path: Path) -> None:
 def test_overrides(
     tmp_path: Path, file: dict[str, Any], overrides: dict[str, Any], field: str, expected: str
 ) -> None:
-    config = OperatorConfig.load(write(tmp_path, file), **overrides)
+    config = OperatorConfig.load(write(tmp_path, file).read_text(), **overrides)
 
     assert getattr(config, field) == expected
 
@@ -134,7 +134,7 @@ def test_overrides(
 )
 def test_bad_values_are_refused(tmp_path: Path, data: dict[str, Any], field: str) -> None:
     with pytest.raises(ValidationError) as caught:
-        OperatorConfig.load(write(tmp_path, data))
+        OperatorConfig.load(write(tmp_path, data).read_text())
 
     assert field in {str(error["loc"][0]) for error in caught.value.errors()}
 
@@ -150,12 +150,12 @@ def test_the_sidecar_image_must_come_from_an_allowed_registry(
     path = write(tmp_path, {"allowedRegistries": registries, "sidecarImage": SIDECAR})
 
     if accepted:
-        assert OperatorConfig.load(path).sidecar_image == SIDECAR
+        assert OperatorConfig.load(path.read_text()).sidecar_image == SIDECAR
     else:
         with pytest.raises(
             ValidationError, match=r"sidecarImage \S+ is not from a registry in allowedRegistries"
         ):
-            OperatorConfig.load(path)
+            OperatorConfig.load(path.read_text())
 
 
 def test_config_is_frozen() -> None:

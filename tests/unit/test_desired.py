@@ -9,7 +9,7 @@ import pytest
 
 from securemodels import desired
 from securemodels.desired import naming, status
-from securemodels.desired.model import Facts
+from securemodels.desired.model import Facts, Observed
 from securemodels.pki import KeyPair
 from unit.builders import BUNDLE, allowing, build, context, find, kinds, observe, owner, spec, storage_class
 
@@ -153,7 +153,7 @@ def test_remote_objects_are_stamped_and_labelled_not_owned() -> None:
 
 
 def test_preflight_passes_a_realisable_spec() -> None:
-    assert desired.preflight(context(**FULL), None) == ()
+    assert desired.preflight(context(**FULL), Observed()) == ()
 
 
 def test_preflight_collects_every_blocker_in_order() -> None:
@@ -163,7 +163,7 @@ def test_preflight_collects_every_blocker_in_order() -> None:
         facts=Facts(storage_class=None, missing_references=("Secret/creds", "ConfigMap/settings")),
     )
 
-    blockers = desired.preflight(ctx, None)
+    blockers = desired.preflight(ctx, Observed())
 
     assert [blocker.reason for blocker in blockers] == [
         "RegistryNotAllowed",
@@ -175,7 +175,7 @@ def test_preflight_collects_every_blocker_in_order() -> None:
 
 
 def test_preflight_sees_an_immutable_storage_class() -> None:
-    (blocker,) = desired.preflight(context(**FULL), {"spec": {"storageClassName": "standard"}})
+    (blocker,) = desired.preflight(context(**FULL), Observed(pvc={"spec": {"storageClassName": "standard"}}))
 
     assert blocker.reason == "StorageClassImmutable"
 
@@ -210,5 +210,14 @@ def test_what_is_built_passes_every_check(overrides: dict[str, Any]) -> None:
     ctx = context(**overrides)
     results = status.judge(ctx, observe(ctx))
 
-    assert desired.preflight(ctx, None) == ()
+    assert desired.preflight(ctx, Observed()) == ()
     assert [(result.name, result.status) for result in results if result.status != "Pass"] == []
+
+
+def test_names_another_owner_holds_block_the_smd_and_are_named() -> None:
+    taken = Observed(names_taken=("Deployment/fraud", "Secret/fraud-tls"))
+
+    (blocker,) = desired.preflight(context(**FULL), taken)
+
+    assert blocker.reason == "NameTaken"
+    assert "Deployment/fraud, Secret/fraud-tls" in blocker.message

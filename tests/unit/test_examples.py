@@ -12,7 +12,7 @@ import yaml
 from securemodels import desired
 from securemodels.api.v1alpha1 import KIND, SecureModelDeployment
 from securemodels.desired import status
-from securemodels.desired.model import Facts
+from securemodels.desired.model import Facts, Observed
 from support.paths import EXAMPLES
 from unit.builders import context, observe, owner
 
@@ -49,7 +49,7 @@ def test_example_builds_objects_that_pass_or_are_weakened_on_purpose(
     )
     verdicts = {result.name: result.status for result in status.judge(ctx, observe(ctx))}
 
-    assert desired.preflight(ctx, None) == ()
+    assert desired.preflight(ctx, Observed()) == ()
     assert "Fail" not in verdicts.values()
     assert {name for name, verdict in verdicts.items() if verdict == "Weakened"} == EXPECTED_WEAKENED.get(
         path.name, set()

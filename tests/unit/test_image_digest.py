@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from securemodels.api.v1alpha1 import registry_allows
 from securemodels.desired.controls import image_digest, mtls
 from securemodels.desired.model import Blocker, Manifest
 from unit.builders import IMAGE, REGISTRY, Mutation, allowing, context, observe, pod_spec, tampered
@@ -49,8 +50,8 @@ ALLOWED = [
 @pytest.mark.parametrize(
     ("image", "registries", "expected"), [c[1:] for c in ALLOWED], ids=[c[0] for c in ALLOWED]
 )
-def test_allowed_by(image: str, registries: tuple[str, ...], expected: bool) -> None:
-    assert image_digest.allowed_by(image, registries) is expected
+def test_registry_allows(image: str, registries: tuple[str, ...], expected: bool) -> None:
+    assert registry_allows(image, registries) is expected
 
 
 @pytest.mark.parametrize(

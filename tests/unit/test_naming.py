@@ -67,10 +67,14 @@ def test_remote_metadata_is_tracked_by_labels_not_owner_references() -> None:
     }
 
 
-def test_instance_selector_string() -> None:
-    assert naming.instance_selector(owner()) == (
-        "app.kubernetes.io/instance=fraud,app.kubernetes.io/managed-by=secure-model-operator"
-    )
+def test_owned_selector_selects_what_the_smd_owns() -> None:
+    selector = naming.owned_selector(owner())
+
+    assert selector == {
+        "app.kubernetes.io/instance": "fraud",
+        "app.kubernetes.io/managed-by": "secure-model-operator",
+    }
+    assert selector.items() <= naming.labels(owner(), "model").items()
 
 
 @pytest.mark.parametrize(

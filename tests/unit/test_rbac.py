@@ -9,7 +9,7 @@ import pytest
 from securemodels import desired
 from securemodels.desired import status
 from securemodels.desired.controls import rbac
-from securemodels.desired.model import Manifest
+from securemodels.desired.model import Manifest, Observed
 from unit.builders import NAMESPACE, Mutation, binding, build, context, find, kinds, observe, tampered
 
 VIEWER = {"kind": "Group", "name": "ml-auditors"}
@@ -291,7 +291,7 @@ def test_access_cannot_give_the_model_account_rights(subject: dict[str, str]) ->
     # applied, rather than built and then judged as failing forever.
     ctx = context(access={"viewers": [subject]})
 
-    blocked = desired.preflight(ctx, None)
+    blocked = desired.preflight(ctx, Observed())
     judged = next(result for result in status.judge(ctx, observe(ctx)) if result.name == rbac.NAME)
 
     assert blocked or judged.status == "Pass", judged.message

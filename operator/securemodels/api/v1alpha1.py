@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic.alias_generators import to_camel
 
 GROUP = "securemodels.io"
@@ -35,6 +35,12 @@ DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 REGISTRY_PATTERN = r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]+)?(/[a-z0-9._-]+)*$"
 DURATION_PATTERN = r"^([0-9]+h)?([0-9]+m)?([0-9]+s)?$"
 QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|Ki|Mi|Gi|Ti)?$"
+
+
+def registry_allows(image: str, registries: tuple[str, ...] | list[str]) -> bool:
+    """An empty list allows every registry; otherwise the image must sit under one of the prefixes,
+    as the CRD's CEL rule checks for spec.imagePolicy.allowedRegistries."""
+    return not registries or any(image.startswith(registry.rstrip("/") + "/") for registry in registries)
 
 
 def cel(rule: str, message: str, field_path: str | None = None) -> dict[str, str]:
@@ -92,7 +98,7 @@ class EnvVar(ApiModel):
     )
     name: str = Field(description="Variable name.", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=128)
     value: str | None = Field(None, description="Literal value.", max_length=32768)
-    value_from: EnvSource | None = Field(None, description="Value read from a Secret or ConfigMap.")
+    value_from: EnvSource | None = Field(None, description="Value read from a ConfigMap.")
 
 
 class ResourceAmounts(ApiModel):
@@ -599,3 +605,11 @@ class SecureModelDeployment(ApiModel):
     model_config = ConfigDict(extra="ignore")
     spec: SecureModelDeploymentSpec
     status: SecureModelDeploymentStatus | None = None
+
+
+def describe(error: ValidationError, prefix: str = "spec") -> str:
+    """Every problem of a spec, each named by its field path as users write it."""
+    return "; ".join(
+        f"{'.'.join([prefix, *(str(part) for part in item['loc'])])}: {item['msg']}"
+        for item in error.errors()
+    )

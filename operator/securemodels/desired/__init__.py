@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from securemodels.desired.controls import image_digest, mtls, network, rbac, storage
-from securemodels.desired.model import Blocker, Context, Manifest
+from securemodels.desired.model import Blocker, Context, Manifest, Observed
 from securemodels.desired.workload import deployment
 from securemodels.pki import KeyPair
 
@@ -43,9 +43,17 @@ class Desired:
     remote: tuple[Manifest, ...]  # client Secrets and CA bundles in the clients' namespaces
 
 
-def preflight(context: Context, live_pvc: Manifest | None) -> tuple[Blocker, ...]:
+def preflight(context: Context, observed: Observed) -> tuple[Blocker, ...]:
     """Reasons the spec cannot be realised; while there are any, the live workload is left untouched."""
+    live_pvc = observed.pvc
     blockers = [
+        Blocker(
+            "NameTaken",
+            "objects with the names this SMD needs belong to someone else (left untouched): "
+            + ", ".join(observed.names_taken),
+        )
+        if observed.names_taken
+        else None,
         image_digest.preflight(context),
         network.preflight(context),
         storage.preflight(context, live_pvc),
@@ -80,8 +88,7 @@ def build(context: Context, server: mtls.ServerTLS, clients: Mapping[str, KeyPai
     delivered = [
         client
         for client in context.spec.mtls.clients
-        if client.namespace not in context.facts.missing_client_namespaces
-        and mtls.client_identity(client) in clients
+        if context.facts.delivers_to(client.namespace) and mtls.client_identity(client) in clients
     ]
     for client in delivered:
         remote.append(

@@ -45,17 +45,18 @@ def plan(
     replaced: list[str] = []
     dns_names = mtls.dns_names(context)
     reason = pki.renewal_reason(server, ca, context.now, renew_before, dns_names=dns_names)
-    if reason is not None or server is None:
+    if server is None or reason is not None:
         server = pki.issue_server_certificate(ca, dns_names, context.now, lifetime, algorithm)
-        note = f"issued the server certificate ({reason})"
-        (issued if reason is None or pki.is_scheduled(reason) else replaced).append(note)
+        reason = reason or "missing"
+        (issued if pki.is_scheduled(reason) else replaced).append(f"issued the server certificate ({reason})")
     issued_clients: dict[str, pki.KeyPair] = {}
     for identity, pair in sorted(clients.items()):
         reason = pki.renewal_reason(pair, ca, context.now, renew_before, common_name=identity)
-        if reason is not None or pair is None:
+        if pair is None or reason is not None:
             pair = pki.issue_client_certificate(ca, identity, context.now, lifetime, algorithm)
+            reason = reason or "missing"
             note = f"issued the client certificate {identity} ({reason})"
-            (issued if reason is None or pki.is_scheduled(reason) else replaced).append(note)
+            (issued if pki.is_scheduled(reason) else replaced).append(note)
         issued_clients[identity] = pair
     infos = [pki.certificate_info(pair.cert_pem) for pair in (server, *issued_clients.values())]
     server_info = infos[0]

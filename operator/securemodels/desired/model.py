@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from securemodels.api.v1alpha1 import SecureModelDeploymentSpec
@@ -12,6 +12,13 @@ from securemodels.desired.naming import Owner
 from securemodels.pki import CertificateInfo
 
 Manifest = dict[str, Any]
+
+
+def rfc3339(moment: datetime) -> str:
+    """Kubernetes' timestamp format (seconds, UTC)."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 ControlStatus = Literal["Pass", "Fail", "Weakened"]
 
 
@@ -42,6 +49,14 @@ class Facts:
     missing_references: tuple[str, ...] = ()  # "Secret/name", "ConfigMap/name"
     region_has_nodes: bool | None = None  # None: no residency requested or not looked up
     missing_client_namespaces: tuple[str, ...] = ()
+    unmanaged_client_namespaces: tuple[str, ...] = ()  # outside the operator's watchNamespaces
+
+    def delivers_to(self, namespace: str) -> bool:
+        """Whether client certificates can go to this namespace."""
+        return (
+            namespace not in self.missing_client_namespaces
+            and namespace not in self.unmanaged_client_namespaces
+        )
 
 
 @dataclass(frozen=True)
@@ -59,6 +74,7 @@ class Observed:
     role_bindings: tuple[Manifest, ...] = ()  # every binding in the namespace
     cluster_role_bindings: tuple[Manifest, ...] = ()
     pods: tuple[Manifest, ...] = ()  # every pod with the model's selector labels
+    names_taken: tuple[str, ...] = ()  # "Kind/name" of objects with our names that another owner holds
 
 
 @dataclass(frozen=True)

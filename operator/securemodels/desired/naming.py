@@ -12,7 +12,7 @@ from securemodels.api import v1alpha1
 
 MANAGED_BY = "secure-model-operator"
 FIELD_MANAGER = "securemodels"
-PART_OF = "secure-model-operator"
+PART_OF = MANAGED_BY
 APP_NAME = "secure-model"
 # Labels on objects outside the SMD's namespace, where an ownerReference cannot point.
 OWNER_NAMESPACE_LABEL = "securemodels.io/owner-namespace"
@@ -81,6 +81,16 @@ def remote_metadata(owner: Owner, name: str, namespace: str, component: str) -> 
     }
 
 
-def instance_selector(owner: Owner) -> str:
-    """Label selector string for everything this SMD owns in its namespace."""
-    return f"app.kubernetes.io/instance={owner.name},app.kubernetes.io/managed-by={MANAGED_BY}"
+def owned_selector(owner: Owner) -> dict[str, str]:
+    """Labels that select everything this SMD owns in its namespace."""
+    return {"app.kubernetes.io/instance": owner.name, "app.kubernetes.io/managed-by": MANAGED_BY}
+
+
+def operator_labels(component: str) -> dict[str, str]:
+    """Labels of the operator's own objects, such as its CA Secret."""
+    return {
+        "app.kubernetes.io/name": MANAGED_BY,
+        "app.kubernetes.io/component": component,
+        "app.kubernetes.io/managed-by": MANAGED_BY,
+        "app.kubernetes.io/part-of": PART_OF,
+    }

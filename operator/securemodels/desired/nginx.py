@@ -18,11 +18,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from securemodels import pki
 from securemodels.api.v1alpha1 import HEALTH_PORT, TLS_PORT
 
-CERT_FILE = "tls.crt"
-KEY_FILE = "tls.key"
-CLIENT_CA_FILE = "ca.crt"
+# The TLS Secret is mounted as a directory: its keys are the file names.
+CERT_FILE = pki.CERT_KEY
+KEY_FILE = pki.PRIVATE_KEY_KEY
+CLIENT_CA_FILE = pki.CA_BUNDLE_KEY
 SIDECAR_HEALTH_PATH = "/sidecar-healthz"
 MODEL_HEALTH_PATH = "/healthz"
 IDENTITY_HEADER = "X-Client-Identity"

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from securemodels.desired.controls import image_digest, mtls, network, pod_security, rbac, residency, storage
-from securemodels.desired.model import Blocker, Context, ControlResult, Manifest, Observed
+from securemodels.desired.model import Blocker, Context, ControlResult, Manifest, Observed, rfc3339
 from securemodels.pki import CertificateInfo
 
 READY = "Ready"
@@ -101,6 +102,14 @@ def summarize(
             "ClientNamespaceMissing",
             f"spec.mtls.clients: namespace {names} does not exist; the other clients have their certificates",
         )
+    if facts.unmanaged_client_namespaces:
+        names = ", ".join(facts.unmanaged_client_namespaces)
+        return Summary(
+            "Degraded",
+            "ClientNamespaceNotManaged",
+            f"spec.mtls.clients: namespace {names} is outside the operator's watchNamespaces; the other "
+            "clients have their certificates",
+        )
     if facts.region_has_nodes is False and context.spec.residency is not None:
         return Summary(
             "Degraded",
@@ -110,24 +119,35 @@ def summarize(
     return _rollout(context, deployment)
 
 
-def _condition(
-    previous: dict[str, dict[str, Any]], context: Context, kind: str, ok: bool, reason: str, message: str
+def condition(
+    previous: dict[str, Any] | None,
+    kind: str,
+    ok: bool,
+    reason: str,
+    message: str,
+    generation: int,
+    now: datetime,
 ) -> dict[str, Any]:
+    """A condition; its lastTransitionTime moves only when its status does."""
     status = "True" if ok else "False"
-    before = previous.get(kind)
+    before = {item["type"]: item for item in (previous or {}).get("conditions") or []}.get(kind)
     unchanged = before is not None and before.get("status") == status
     return {
         "type": kind,
         "status": status,
         "reason": reason,
         "message": message,
-        "lastTransitionTime": before["lastTransitionTime"] if unchanged and before else _timestamp(context),
-        "observedGeneration": context.owner.generation,
+        "lastTransitionTime": before["lastTransitionTime"] if unchanged and before else rfc3339(now),
+        "observedGeneration": generation,
     }
 
 
-def _timestamp(context: Context) -> str:
-    return context.now.strftime("%Y-%m-%dT%H:%M:%SZ")
+def invalid_spec_status(
+    previous: dict[str, Any] | None, message: str, generation: int, now: datetime
+) -> dict[str, Any]:
+    """For a stored spec that does not match the API: nothing was judged, so no verdicts are claimed."""
+    ready = condition(previous, READY, False, "InvalidSpec", message, generation, now)
+    return {"observedGeneration": generation, "phase": "Blocked", "conditions": [ready]}
 
 
 def _compliance(results: Sequence[ControlResult]) -> tuple[bool, str, str]:
@@ -148,21 +168,22 @@ def build_status(
     deployment: Manifest | None,
     certificate: CertificateInfo | None,
 ) -> dict[str, Any]:
-    previous_conditions = {item["type"]: item for item in (previous or {}).get("conditions") or []}
     compliant, compliance_reason, compliance_message = _compliance(results)
+    generation, now = context.owner.generation, context.now
     conditions = [
-        _condition(
-            previous_conditions, context, READY, summary.phase == "Ready", summary.reason, summary.message
+        condition(
+            previous, READY, summary.phase == "Ready", summary.reason, summary.message, generation, now
         ),
-        _condition(previous_conditions, context, COMPLIANT, compliant, compliance_reason, compliance_message),
+        condition(previous, COMPLIANT, compliant, compliance_reason, compliance_message, generation, now),
         *(
-            _condition(
-                previous_conditions,
-                context,
+            condition(
+                previous,
                 CONDITION_OF[result.name],
                 result.status == "Pass",
                 result.reason,
                 result.message,
+                generation,
+                now,
             )
             for result in results
         ),
@@ -180,7 +201,7 @@ def build_status(
     }
     if certificate is not None:
         status["certificate"] = {
-            "notAfter": certificate.not_after.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "notAfter": rfc3339(certificate.not_after),
             "serialNumber": certificate.serial_number,
             "sha256Fingerprint": certificate.sha256_fingerprint,
         }

@@ -8,6 +8,7 @@ from securemodels.api.v1alpha1 import HEALTH_PORT, SECRET_FILES_DIR, EnvVar
 from securemodels.desired import naming
 from securemodels.desired.controls import image_digest, mtls, pod_security, residency, storage
 from securemodels.desired.model import Context, Manifest
+from securemodels.desired.nginx import MODEL_HEALTH_PATH
 
 SCRATCH_VOLUME = "scratch"
 BIND_ADDRESS_ENV = "SECUREMODELS_BIND_ADDRESS"
@@ -30,7 +31,7 @@ def _secret_volume(name: str) -> str:
 
 def model_container(context: Context) -> dict[str, Any]:
     model = context.spec.model
-    probe = {"httpGet": {"path": "/healthz", "port": HEALTH_PORT}}
+    probe = {"httpGet": {"path": MODEL_HEALTH_PATH, "port": HEALTH_PORT}}
     mounts: list[dict[str, Any]] = [{"name": SCRATCH_VOLUME, "mountPath": "/tmp"}]
     if context.spec.storage is not None:
         mounts.append({"name": storage.VOLUME, "mountPath": context.spec.storage.mount_path})

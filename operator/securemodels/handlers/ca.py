@@ -55,12 +55,7 @@ class CAStore:
             "metadata": {
                 "name": CA_SECRET,
                 "namespace": self._config.namespace,
-                "labels": {
-                    "app.kubernetes.io/name": "secure-model-operator",
-                    "app.kubernetes.io/component": "ca",
-                    "app.kubernetes.io/managed-by": naming.MANAGED_BY,
-                    "app.kubernetes.io/part-of": naming.PART_OF,
-                },
+                "labels": naming.operator_labels("ca"),
             },
             "type": "Opaque",
             "data": {

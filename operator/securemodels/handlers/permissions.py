@@ -16,7 +16,6 @@ class Permission:
     group: str
     resource: str
     verbs: tuple[str, ...]
-    cluster_scoped: bool = False  # needed cluster-wide even when watching a few namespaces
 
     def describe(self, verb: str, namespace: str | None) -> str:
         resource = f"{self.resource}.{self.group}" if self.group else self.resource
@@ -43,10 +42,10 @@ NAMESPACED = (
     Permission("", "pods/log", ("get",)),
 )
 CLUSTER = (
-    Permission("rbac.authorization.k8s.io", "clusterrolebindings", ("list",), cluster_scoped=True),
-    Permission("storage.k8s.io", "storageclasses", ("get",), cluster_scoped=True),
-    Permission("", "nodes", ("list",), cluster_scoped=True),
-    Permission("", "namespaces", ("get",), cluster_scoped=True),
+    Permission("rbac.authorization.k8s.io", "clusterrolebindings", ("list",)),
+    Permission("storage.k8s.io", "storageclasses", ("get",)),
+    Permission("", "nodes", ("list",)),
+    Permission("", "namespaces", ("get",)),
 )
 # In the operator's own namespace: the CA Secret.
 OWN_NAMESPACE = (

@@ -16,12 +16,11 @@ from typing import Any
 from pydantic import ValidationError
 
 from securemodels import desired, metrics
-from securemodels.api.v1alpha1 import SecureModelDeploymentSpec
+from securemodels.api import v1alpha1
 from securemodels.config import OperatorConfig
 from securemodels.desired import certificates, naming
 from securemodels.desired import status as status_rules
 from securemodels.desired.compare import carries
-from securemodels.desired.controls import mtls
 from securemodels.desired.model import Blocker, Context, ControlResult, Manifest, Observed
 from securemodels.handlers.ca import CAStore
 from securemodels.k8s import events, read
@@ -30,8 +29,6 @@ from securemodels.pki import CertificateInfo
 
 log = logging.getLogger(__name__)
 Clock = Callable[[], datetime]
-# Kinds the operator removes when the spec stops asking for them.
-PRUNED_KINDS = ("Role", "RoleBinding", "PersistentVolumeClaim")
 
 
 @dataclass(frozen=True)
@@ -39,6 +36,7 @@ class Outcome:
     """What the worker should do next: look again after `requeue_after` seconds (None: at resync)."""
 
     phase: str
+    status: dict[str, Any]
     requeue_after: float | None = None
 
 
@@ -58,6 +56,8 @@ class Reconciler:
         self.config = config
         self.clock = clock
         self.ca = CAStore(kube, config)
+        # A binding that grants the model's account permissions shows up within half a resync.
+        self.cluster_role_bindings = read.SharedList("ClusterRoleBinding", ttl=config.resync_seconds / 2)
 
     async def reconcile(self, body: Mapping[str, Any]) -> Outcome:
         started = time.monotonic()
@@ -71,7 +71,7 @@ class Reconciler:
         previous: dict[str, Any] = dict(body.get("status") or {})
         now = self.clock()
         try:
-            spec = SecureModelDeploymentSpec.model_validate(body.get("spec") or {})
+            spec = v1alpha1.SecureModelDeploymentSpec.model_validate(body.get("spec") or {})
         except ValidationError as error:
             return await self._blocked_without_spec(owner, previous, error, now)
 
@@ -79,8 +79,8 @@ class Reconciler:
         context = replace(
             context, facts=await read.facts(self.kube, context, desired.referenced_objects(context))
         )
-        observed, tls_secret = await read.observe(self.kube, owner)
-        blockers = desired.preflight(context, observed.pvc)
+        observed, tls_secret = await read.observe(self.kube, owner, self.cluster_role_bindings)
+        blockers = desired.preflight(context, observed)
         notes: list[str] = []
         warnings: list[str] = []
         judged, drifted = observed, False
@@ -104,7 +104,7 @@ class Reconciler:
                 changed |= await self._apply_remote(owner, want.remote)
                 changed |= await self._prune(owner, want.owned, observed)
                 if changed and not drifted:
-                    judged, _ = await read.observe(self.kube, owner)
+                    judged, _ = await read.observe(self.kube, owner, self.cluster_role_bindings)
             except KubeError as error:
                 if error.code != 422:
                     raise
@@ -113,7 +113,6 @@ class Reconciler:
 
         results = status_rules.judge(context, judged)
         summary = status_rules.summarize(context, results, blockers, judged.deployment)
-        results = _with_renewal_notes(results, [*notes, *warnings])
         new_status = status_rules.build_status(
             context, results, summary, previous, judged.deployment, judged.server_certificate
         )
@@ -136,7 +135,7 @@ class Reconciler:
             # A due date in the past was not renewable yet (a leaf is cut at its CA's expiry): the next
             # CA takes over at a resync, so do not spin on it.
             requeue = (next_renewal - now).total_seconds()
-        return Outcome(summary.phase, requeue)
+        return Outcome(summary.phase, new_status, requeue)
 
     async def _apply_owned(
         self,
@@ -214,7 +213,7 @@ class Reconciler:
         changed = False
         for item in owned:
             key = (item["kind"], item["metadata"]["name"])
-            if key[0] in PRUNED_KINDS and key not in wanted:
+            if key not in wanted:
                 log.info("%s/%s: removing %s %s (no longer in the spec)", owner.namespace, owner.name, *key)
                 await self.kube.delete(key[0], key[1], owner.namespace)
                 changed = True
@@ -230,28 +229,12 @@ class Reconciler:
         self, owner: naming.Owner, previous: dict[str, Any], error: ValidationError, now: datetime
     ) -> Outcome:
         """The stored object does not match the API (it bypassed the schema): report, touch nothing."""
-        message = "; ".join(
-            f"spec.{'.'.join(str(part) for part in item['loc'])}: {item['msg']}" for item in error.errors()
-        )
-        timestamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
-        ready = {
-            "type": status_rules.READY,
-            "status": "False",
-            "reason": "InvalidSpec",
-            "message": message,
-            "lastTransitionTime": timestamp,
-            "observedGeneration": owner.generation,
-        }
-        old_ready = next(
-            (item for item in previous.get("conditions") or [] if item["type"] == status_rules.READY), None
-        )
-        if old_ready and old_ready.get("status") == "False":
-            ready["lastTransitionTime"] = old_ready["lastTransitionTime"]
-        new = {**previous, "observedGeneration": owner.generation, "phase": "Blocked", "conditions": [ready]}
+        message = v1alpha1.describe(error)
+        new = status_rules.invalid_spec_status(previous, message, owner.generation, now)
         if new != previous:
             await self._write_status(owner, previous, new)
             await events.post(self.kube, events.about_smd(owner), "Warning", "InvalidSpec", message, now)
-        return Outcome("Blocked")
+        return Outcome("Blocked", new)
 
 
 def _live_children(observed: Observed, tls_secret: Manifest | None) -> dict[tuple[str, str], Manifest]:
@@ -267,18 +250,6 @@ def _live_children(observed: Observed, tls_secret: Manifest | None) -> dict[tupl
         *observed.role_bindings,
     ]
     return {(item["kind"], item["metadata"]["name"]): item for item in items if item is not None}
-
-
-def _with_renewal_notes(results: list[ControlResult], notes: list[str]) -> list[ControlResult]:
-    """A pass that (re)issued certificates says so in the mtls control's message."""
-    if not notes:
-        return results
-    return [
-        replace(result, message=f"{result.message}; {'; '.join(notes)}")
-        if result.name == mtls.NAME
-        else result
-        for result in results
-    ]
 
 
 def _export_metrics(

@@ -64,7 +64,7 @@ class Operator:
 
     # -- feeding the queue ------------------------------------------------------------------------
 
-    def observe(self, event_type: str | None, body: Mapping[str, Any]) -> None:
+    def on_smd_event(self, event_type: str | None, body: Mapping[str, Any]) -> None:
         key = f"{body['metadata']['namespace']}/{body['metadata']['name']}"
         known = self.bodies.get(key)
         if event_type == "DELETED":
@@ -83,7 +83,7 @@ class Operator:
         if not unchanged_spec:
             self.queue.add(key)
 
-    def observe_workload(self, deployment: Mapping[str, Any]) -> None:
+    def on_deployment_event(self, deployment: Mapping[str, Any]) -> None:
         """A rollout moved on. Only news while the SMD waits for it: drift on a settled SMD is left to
         the resync, so its verdict stays visible for a full period."""
         metadata = deployment["metadata"]
@@ -97,10 +97,13 @@ class Operator:
             await asyncio.sleep(self.config.resync_seconds)
             for key in list(self.bodies):
                 self.queue.add(key)
-            if self.missing_permissions:  # someone may have fixed the RBAC: readiness follows
-                await self.check_permissions()
-            if rounds % ORPHAN_SWEEP_EVERY == 0:
-                await self._sweep_orphans()
+            try:
+                if self.missing_permissions:  # someone may have fixed the RBAC: readiness follows
+                    await self.check_permissions()
+                if rounds % ORPHAN_SWEEP_EVERY == 0:
+                    await self._sweep_orphans()
+            except Exception:  # the loop must outlive any one round
+                log.exception("resync housekeeping failed; trying again next period")
 
     # -- working it off ---------------------------------------------------------------------------
 
@@ -114,10 +117,10 @@ class Operator:
 
     async def _process(self, key: str) -> None:
         body = self.bodies.get(key)
-        if body is None:
-            await self._forget(key)
-            return
         try:
+            if body is None:
+                await self._forget(key)
+                return
             outcome = await self.reconciler.reconcile(body)
         except KubeError as error:
             self._retry(key, "api" if error.transient else f"http{error.code}", error)
@@ -128,6 +131,10 @@ class Operator:
             return
         self.failures.pop(key, None)
         self.phases[key] = outcome.phase
+        current = self.bodies.get(key)
+        if current is not None and current["metadata"]["uid"] == body["metadata"]["uid"]:
+            # What we just wrote; the watch echoes it later, and a requeue must not act on older status.
+            current["status"] = outcome.status
         if outcome.requeue_after is not None and outcome.requeue_after < self.config.resync_seconds:
             self.queue.add_after(key, outcome.requeue_after)
 
@@ -135,21 +142,24 @@ class Operator:
         metrics.RECONCILE_ERRORS.labels(reason=reason).inc()
         attempt = self.failures.get(key, 0)
         self.failures[key] = attempt + 1
-        delay = min(MAX_BACKOFF, 2.0**attempt) * random.uniform(0.8, 1.2)  # noqa: S311 - jitter, not crypto
+        backoff = min(MAX_BACKOFF, 2.0 ** min(attempt, 10))
+        delay = backoff * random.uniform(0.8, 1.2)  # noqa: S311 - jitter, not crypto
         log.warning("reconcile of %s failed (%s); retrying in %.1fs", key, error, delay)
         self.queue.add_after(key, delay)
 
     async def _forget(self, key: str) -> None:
         """The SMD is gone: its namespaced children go by garbage collection; remove the rest."""
         namespace, name = key.split("/", 1)
-        uid = self.uids.pop(key, None)
-        self.failures.pop(key, None)
+        self.queue.forget(key)
         self.phases.pop(key, None)
         metrics.forget(namespace, name)
+        uid = self.uids.get(key)
         if uid is not None:
             for item in await read.remote_objects(self.kube, self.config.watch_namespaces, uid):
                 metadata = item["metadata"]
                 await self.kube.delete(item["kind"], metadata["name"], metadata["namespace"])
+        self.uids.pop(key, None)  # only now: a failed deletion is retried with the uid
+        self.failures.pop(key, None)
 
     async def _sweep_orphans(self) -> None:
         """Client Secrets and CA bundles whose SMD was deleted while the operator was not running."""
@@ -157,9 +167,13 @@ class Operator:
             items = await read.remote_objects(self.kube, self.config.watch_namespaces)
             for item in items:
                 labels = item["metadata"].get("labels") or {}
-                owner = await self.kube.get(
-                    v1alpha1.KIND, labels[naming.OWNER_NAME_LABEL], labels[naming.OWNER_NAMESPACE_LABEL]
+                name, namespace = (
+                    labels.get(naming.OWNER_NAME_LABEL),
+                    labels.get(naming.OWNER_NAMESPACE_LABEL),
                 )
+                if not name or not namespace:
+                    continue  # not labelled by us in full: not ours to judge
+                owner = await self.kube.get(v1alpha1.KIND, name, namespace)
                 if owner is None or owner["metadata"]["uid"] != labels[naming.OWNER_UID_LABEL]:
                     metadata = item["metadata"]
                     log.info(
@@ -238,6 +252,10 @@ def _configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     # Watch the SMD kind and the configured namespaces only: no listing of CRDs or namespaces, which the
     # chart does not grant (kopf would retry the 403s before it starts watching).
     settings.scanning.disabled = True
+    # Stream only the operator's own Deployments from the API server, not every Deployment in the cluster.
+    settings.watching.label_selectors["apps", "deployments"] = (
+        f"app.kubernetes.io/managed-by={naming.MANAGED_BY}"
+    )
 
 
 @kopf.on.login()
@@ -246,16 +264,18 @@ def _login(memo: kopf.Memo, **_: Any) -> kopf.ConnectionInfo:
     return _connection_info(operator.credentials())
 
 
+# Both handlers are coroutines so that kopf runs them on the event loop, which owns the work queue
+# (kopf runs plain functions in a thread pool).
 @kopf.on.event(v1alpha1.GROUP, v1alpha1.VERSION, v1alpha1.PLURAL)
-def _smd_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+async def _smd_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     operator: Operator = memo["operator"]
-    operator.observe(event.get("type"), event["object"])
+    operator.on_smd_event(event.get("type"), event["object"])
 
 
 @kopf.on.event("apps", "v1", "deployments", labels={"app.kubernetes.io/managed-by": naming.MANAGED_BY})
-def _deployment_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+async def _deployment_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     operator: Operator = memo["operator"]
-    operator.observe_workload(event["object"])
+    operator.on_deployment_event(event["object"])
 
 
 async def run(

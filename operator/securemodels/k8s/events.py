@@ -8,11 +8,12 @@ from datetime import datetime
 from typing import Any
 
 from securemodels.api import v1alpha1
-from securemodels.desired.naming import Owner
+from securemodels.desired.model import rfc3339
+from securemodels.desired.naming import MANAGED_BY, Owner
 from securemodels.k8s.client import Kube, KubeError
 
 log = logging.getLogger(__name__)
-COMPONENT = "secure-model-operator"
+COMPONENT = MANAGED_BY
 
 
 def about_smd(owner: Owner) -> dict[str, str]:
@@ -37,16 +38,16 @@ def about(item: Mapping[str, Any]) -> dict[str, str]:
 
 
 async def post(
-    kube: Kube, involved: Mapping[str, str], kind: str, reason: str, message: str, now: datetime
+    kube: Kube, involved: Mapping[str, str], event_type: str, reason: str, message: str, now: datetime
 ) -> None:
     """Best effort: a lost Event must never fail a reconcile."""
-    timestamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+    timestamp = rfc3339(now)
     event = {
         "apiVersion": "v1",
         "kind": "Event",
         "metadata": {"generateName": f"{involved['name']}.", "namespace": involved["namespace"]},
         "involvedObject": dict(involved),
-        "type": kind,
+        "type": event_type,
         "reason": reason,
         "message": message[:1024],
         "source": {"component": COMPONENT},
@@ -55,7 +56,7 @@ async def post(
         "lastTimestamp": timestamp,
         "count": 1,
     }
-    log.info("event %s %s %s/%s: %s", kind, reason, involved["namespace"], involved["name"], message)
+    log.info("event %s %s %s/%s: %s", event_type, reason, involved["namespace"], involved["name"], message)
     try:
         await kube.create(event)
     except KubeError as error:

@@ -1,21 +1,27 @@
 """Reads that feed the pure layers: the SMD's live children, and facts about what it refers to.
 
-Secret data is read only where the operator needs it (its own TLS Secrets and the CA); for Secrets the
-model's environment refers to, only existence and keys are looked at, never values.
+Key material is decoded only where the operator needs it (its own TLS Secrets and the CA). Of the
+Secrets the model mounts, only existence is checked; their data is fetched with them but never decoded,
+logged or kept.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import math
+import time
 from collections.abc import Mapping
 from typing import Any
 
 from securemodels.desired import naming
-from securemodels.desired.controls import mtls, residency, storage
+from securemodels.desired.controls import mtls, network, rbac, residency, storage
 from securemodels.desired.model import Context, Facts, Manifest, Observed
 from securemodels.k8s.client import EXISTS, Kube
-from securemodels.pki import CertificateInfo, KeyPair, certificate_info
+from securemodels.pki import CERT_KEY, PRIVATE_KEY_KEY, CertificateInfo, KeyPair, certificate_info
+
+# Purposes of the children named <smd>-<purpose> (the Deployment, Service and account are named <smd>).
+CHILD_PURPOSES = (mtls.TLS_PURPOSE, mtls.SIDECAR_PURPOSE, network.PURPOSE, rbac.VIEWER, rbac.DEPLOYER)
 
 
 def decode(data: Mapping[str, str] | None) -> dict[str, bytes]:
@@ -26,9 +32,9 @@ def key_pair(secret: Manifest | None) -> KeyPair | None:
     if secret is None:
         return None
     data = decode(secret.get("data"))
-    if "tls.crt" not in data or "tls.key" not in data:
+    if CERT_KEY not in data or PRIVATE_KEY_KEY not in data:
         return None
-    return KeyPair(cert_pem=data["tls.crt"], key_pem=data["tls.key"])
+    return KeyPair(cert_pem=data[CERT_KEY], key_pem=data[PRIVATE_KEY_KEY])
 
 
 def _certificate(secret: Manifest | None) -> CertificateInfo | None:
@@ -41,10 +47,30 @@ def _certificate(secret: Manifest | None) -> CertificateInfo | None:
         return None
 
 
-async def observe(kube: Kube, owner: naming.Owner) -> tuple[Observed, Manifest | None]:
+class SharedList:
+    """A cluster-wide list every SMD's reconcile needs (ClusterRoleBindings), read at most once per
+    `ttl` seconds instead of once per SMD."""
+
+    def __init__(self, kind: str, ttl: float) -> None:
+        self._kind, self._ttl = kind, ttl
+        self._items: list[Manifest] = []
+        self._read_at = -math.inf
+        self._lock = asyncio.Lock()
+
+    async def get(self, kube: Kube) -> list[Manifest]:
+        async with self._lock:
+            if time.monotonic() - self._read_at >= self._ttl:
+                self._items = await kube.list(self._kind)
+                self._read_at = time.monotonic()
+            return self._items
+
+
+async def observe(
+    kube: Kube, owner: naming.Owner, cluster_role_bindings: SharedList
+) -> tuple[Observed, Manifest | None]:
     """The live children, and the live TLS Secret (the handler needs its key to keep using it)."""
     namespace = owner.namespace
-    ours = {"app.kubernetes.io/instance": owner.name, "app.kubernetes.io/managed-by": naming.MANAGED_BY}
+    ours = naming.owned_selector(owner)
     deployment, service, account, sidecar_config, tls_secret = await asyncio.gather(
         kube.get("Deployment", owner.name, namespace),
         kube.get("Service", owner.name, namespace),
@@ -57,16 +83,23 @@ async def observe(kube: Kube, owner: naming.Owner) -> tuple[Observed, Manifest |
         kube.list("NetworkPolicy", namespace),
         kube.list("Role", namespace, ours),
         kube.list("RoleBinding", namespace),
-        kube.list("ClusterRoleBinding"),
+        cluster_role_bindings.get(kube),
         kube.list("Pod", namespace, naming.selector_labels(owner)),
     )
     owned = [claim for claim in claims if owned_by(claim, owner)]
+    named = [deployment, service, account, sidecar_config, tls_secret, *policies, *bindings]
+    wanted_names = {owner.name, *(owner.child(purpose) for purpose in CHILD_PURPOSES)}
+    taken = sorted(
+        f"{item['kind']}/{item['metadata']['name']}"
+        for item in named
+        if item is not None and item["metadata"]["name"] in wanted_names and not owned_by(item, owner)
+    )
     observed = Observed(
         deployment=deployment if owned_by(deployment, owner) else None,
         service=service if owned_by(service, owner) else None,
         service_account=account if owned_by(account, owner) else None,
         sidecar_config=sidecar_config if owned_by(sidecar_config, owner) else None,
-        server_certificate=_certificate(tls_secret),
+        server_certificate=_certificate(tls_secret) if owned_by(tls_secret, owner) else None,
         pvc=next(
             (claim for claim in owned if claim["metadata"]["name"] == owner.child(storage.PURPOSE)), None
         ),
@@ -75,8 +108,9 @@ async def observe(kube: Kube, owner: naming.Owner) -> tuple[Observed, Manifest |
         role_bindings=tuple(bindings),
         cluster_role_bindings=tuple(cluster_bindings),
         pods=tuple(pods),
+        names_taken=tuple(taken),
     )
-    return observed, tls_secret
+    return observed, tls_secret if owned_by(tls_secret, owner) else None
 
 
 def owned_by(item: Manifest | None, owner: naming.Owner) -> bool:
@@ -107,7 +141,10 @@ async def facts(kube: Kube, context: Context, references: list[tuple[str, str]])
     storage_class = (
         kube.get("StorageClass", spec.storage.storage_class_name) if spec.storage else asyncio.sleep(0, None)
     )
-    client_namespaces = sorted({client.namespace for client in spec.mtls.clients})
+    managed = set(context.config.watch_namespaces)
+    everywhere = sorted({client.namespace for client in spec.mtls.clients})
+    unmanaged = [name for name in everywhere if managed and name not in managed]
+    client_namespaces = [name for name in everywhere if name not in unmanaged]
     found_class, has_nodes, *rest = await asyncio.gather(
         storage_class,
         region_has_nodes(),
@@ -120,16 +157,13 @@ async def facts(kube: Kube, context: Context, references: list[tuple[str, str]])
         missing_references=tuple(item for item in missing_refs if item),
         region_has_nodes=has_nodes,
         missing_client_namespaces=tuple(item for item in missing_namespaces if item),
+        unmanaged_client_namespaces=tuple(unmanaged),
     )
 
 
 async def client_secrets(kube: Kube, context: Context) -> dict[str, KeyPair | None]:
     """The client certificates already delivered, by client identity."""
-    clients = [
-        client
-        for client in context.spec.mtls.clients
-        if client.namespace not in context.facts.missing_client_namespaces
-    ]
+    clients = [client for client in context.spec.mtls.clients if context.facts.delivers_to(client.namespace)]
     secrets = await asyncio.gather(
         *(
             kube.get("Secret", mtls.client_secret_name(context, client), client.namespace)

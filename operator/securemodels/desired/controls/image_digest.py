@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from securemodels.api.v1alpha1 import DIGEST_IMAGE_PATTERN
+from securemodels.api.v1alpha1 import DIGEST_IMAGE_PATTERN, registry_allows
 from securemodels.desired.model import Blocker, Context, ControlResult, Manifest
 
 NAME = "image-digest"
@@ -22,11 +22,6 @@ def is_pinned(image: str) -> bool:
     return _DIGEST.fullmatch(image) is not None
 
 
-def allowed_by(image: str, registries: tuple[str, ...] | list[str]) -> bool:
-    """An empty list allows every registry; otherwise the image must sit under one of the prefixes."""
-    return not registries or any(image.startswith(registry.rstrip("/") + "/") for registry in registries)
-
-
 def short_image(image: str) -> str:
     """`registry/repo@sha256:0123456789ab` for the printer column."""
     name, _, digest = image.partition("@sha256:")
@@ -38,7 +33,7 @@ def short_image(image: str) -> str:
 
 def preflight(context: Context) -> Blocker | None:
     image = context.spec.model.image
-    if not allowed_by(image, context.config.allowed_registries):
+    if not registry_allows(image, context.config.allowed_registries):
         return Blocker(
             "RegistryNotAllowed",
             f"spec.model.image {image} is not from a registry the cluster allows "
@@ -57,15 +52,14 @@ def check(context: Context, deployment: Manifest | None) -> ControlResult:
         if not is_pinned(image):
             problems.append(f"container {name} image {image} is not pinned by digest")
             continue
-        registries = [*context.config.allowed_registries]
         if name == MODEL_CONTAINER:
             if image != context.spec.model.image:
                 problems.append(f"container {name} runs {image}, not spec.model.image")
-            if not allowed_by(image, context.spec.image_policy.allowed_registries):
+            if not registry_allows(image, context.spec.image_policy.allowed_registries):
                 problems.append(
                     f"container {name} image {image} is not in spec.imagePolicy.allowedRegistries"
                 )
-        if not allowed_by(image, registries):
+        if not registry_allows(image, context.config.allowed_registries):
             problems.append(f"container {name} image {image} is not from a cluster-allowed registry")
     if problems:
         return ControlResult(NAME, "Fail", "ImagePolicyViolated", "; ".join(problems))

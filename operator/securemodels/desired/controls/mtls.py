@@ -17,8 +17,8 @@ from securemodels.api.v1alpha1 import HEALTH_PORT, TLS_PORT, MTLSClient
 from securemodels.desired import naming
 from securemodels.desired.controls import pod_security
 from securemodels.desired.model import Context, ControlResult, Manifest
-from securemodels.desired.nginx import SidecarPaths, render_nginx_conf
-from securemodels.pki import CertificateInfo, KeyPair
+from securemodels.desired.nginx import SIDECAR_HEALTH_PATH, SidecarPaths, render_nginx_conf
+from securemodels.pki import CA_BUNDLE_KEY, CERT_KEY, PRIVATE_KEY_KEY, CertificateInfo, KeyPair
 
 NAME = "mtls"
 CONDITION = "MTLSReady"
@@ -87,9 +87,9 @@ def sidecar_config_map(context: Context) -> Manifest:
 
 def tls_secret(context: Context, server: ServerTLS) -> Manifest:
     owner = context.owner
-    data = {"ca.crt": _b64(server.bundle_pem)}
+    data = {CA_BUNDLE_KEY: _b64(server.bundle_pem)}
     if server.pair is not None:
-        data |= {"tls.crt": _b64(server.pair.cert_pem), "tls.key": _b64(server.pair.key_pem)}
+        data |= {CERT_KEY: _b64(server.pair.cert_pem), PRIVATE_KEY_KEY: _b64(server.pair.key_pem)}
     return {
         "apiVersion": "v1",
         "kind": "Secret",
@@ -116,7 +116,11 @@ def client_secret(context: Context, client: MTLSClient, pair: KeyPair, bundle_pe
             context.owner, client_secret_name(context, client), client.namespace, "mtls-client"
         ),
         "type": "kubernetes.io/tls",
-        "data": {"tls.crt": _b64(pair.cert_pem), "tls.key": _b64(pair.key_pem), "ca.crt": _b64(bundle_pem)},
+        "data": {
+            CERT_KEY: _b64(pair.cert_pem),
+            PRIVATE_KEY_KEY: _b64(pair.key_pem),
+            CA_BUNDLE_KEY: _b64(bundle_pem),
+        },
     }
 
 
@@ -126,7 +130,7 @@ def ca_bundle_config_map(context: Context, namespace: str, bundle_pem: bytes) ->
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": naming.remote_metadata(context.owner, ca_bundle_name(context), namespace, "mtls-client"),
-        "data": {"ca.crt": bundle_pem.decode()},
+        "data": {CA_BUNDLE_KEY: bundle_pem.decode()},
     }
 
 
@@ -151,9 +155,9 @@ def sidecar_container(context: Context) -> dict[str, Any]:
             "requests": {"cpu": "50m", "memory": "32Mi"},
             "limits": {"cpu": "500m", "memory": "128Mi"},
         },
-        "readinessProbe": {"httpGet": {"path": "/sidecar-healthz", "port": "health"}, "periodSeconds": 10},
+        "readinessProbe": {"httpGet": {"path": SIDECAR_HEALTH_PATH, "port": "health"}, "periodSeconds": 10},
         "livenessProbe": {
-            "httpGet": {"path": "/sidecar-healthz", "port": "health"},
+            "httpGet": {"path": SIDECAR_HEALTH_PATH, "port": "health"},
             "periodSeconds": 20,
             "failureThreshold": 3,
         },

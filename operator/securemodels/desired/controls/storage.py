@@ -33,7 +33,8 @@ def encryption_verdict(storage_class: Manifest, config: OperatorConfig) -> tuple
             f'admin can attest it with the annotation {ENCRYPTED_ANNOTATION}: "true"'
         )
     value = str((storage_class.get("parameters") or {}).get(rule.parameter, ""))
-    if (value.lower() in rule.values) if rule.values else bool(value):
+    accepted = {item.lower() for item in rule.values}
+    if (value.lower() in accepted) if accepted else bool(value):
         return True, f"StorageClass {name} sets {rule.parameter}={value}"
     return (
         False,
