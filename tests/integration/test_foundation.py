@@ -1,4 +1,4 @@
-"""The first hardened reconcile, on the real control plane: admission, Ready, no-op, deletion."""
+"""The first hardened reconcile, on the real control plane: admission, Ready, deletion (no-op: test_noop)."""
 
 from __future__ import annotations
 
@@ -92,33 +92,6 @@ def test_pod_security_admission_is_really_enforced_in_the_test_namespace(
     assert "violates PodSecurity" in result.stderr
 
 
-def test_a_second_reconcile_of_an_unchanged_smd_writes_nothing(
-    kubectl: Kubectl, namespace: str, operator: RunningOperator
-) -> None:
-    kubectl.apply(smd("steady", namespace))
-    before_smd = wait_for(lambda: kubectl.ready("steady", namespace), timeout=60, what="steady Ready")
-    time.sleep(RESYNC_SECONDS * 1.5)  # let the post-Ready pass settle
-    before = {
-        item["metadata"]["name"] + item["kind"]: item["metadata"]["resourceVersion"]
-        for item in kubectl.children("steady", namespace)
-    }
-    before_smd = kubectl.get("smd", "steady", namespace)
-    writes_before = operator.metric("securemodels_api_writes_total", verb="apply")
-
-    time.sleep(RESYNC_SECONDS * 3)  # at least two full resyncs
-
-    after = {
-        item["metadata"]["name"] + item["kind"]: item["metadata"]["resourceVersion"]
-        for item in kubectl.children("steady", namespace)
-    }
-    assert after == before
-    assert (
-        kubectl.get("smd", "steady", namespace)["metadata"]["resourceVersion"]
-        == before_smd["metadata"]["resourceVersion"]
-    )
-    assert operator.metric("securemodels_api_writes_total", verb="apply") == writes_before
-
-
 def test_deleting_the_smd_removes_every_child(
     kubectl: Kubectl, namespace: str, operator: RunningOperator
 ) -> None:
@@ -140,3 +113,22 @@ def test_deleting_the_smd_removes_every_child(
         what="client Secret in the other namespace gone",
     )
     kubectl("delete", "namespace", f"{namespace}-gw", "--wait=false")
+
+
+def test_an_smd_being_deleted_is_left_to_go(
+    kubectl: Kubectl, namespace: str, operator: RunningOperator
+) -> None:
+    """Someone else's finalizer holds the SMD: the operator must not restore what is being torn down."""
+    manifest = smd("leaving", namespace)
+    manifest["metadata"]["finalizers"] = ["example.com/hold"]
+    kubectl.apply(manifest)
+    wait_for(lambda: kubectl.ready("leaving", namespace), timeout=60, what="leaving Ready")
+
+    kubectl("delete", "smd", "leaving", "-n", namespace, "--wait=false")
+    kubectl("delete", "networkpolicy", "leaving-network", "-n", namespace)
+    time.sleep(RESYNC_SECONDS * 2)
+
+    assert kubectl.get("networkpolicy", "leaving-network", namespace) is None
+    kubectl(
+        "patch", "smd", "leaving", "-n", namespace, "--type=merge", "-p", '{"metadata":{"finalizers":null}}'
+    )

@@ -79,12 +79,14 @@ class RunningOperator:
             return error.code, error.read().decode()
 
     def metric(self, metric_name: str, **labels: str) -> float | None:
-        """A sample's value from /metrics, or None when the series does not exist."""
+        """The sum of the samples from /metrics that carry these labels; None when there is none."""
         from prometheus_client.parser import text_string_to_metric_families
 
         _, text = self.http("/metrics")
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                if sample.name == metric_name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                    return float(sample.value)
-        return None
+        values = [
+            float(sample.value)
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name == metric_name and all(sample.labels.get(k) == v for k, v in labels.items())
+        ]
+        return sum(values) if values else None

@@ -69,6 +69,9 @@ class Reconciler:
     async def _reconcile(self, body: Mapping[str, Any]) -> Outcome:
         owner = owner_of(body)
         previous: dict[str, Any] = dict(body.get("status") or {})
+        if body["metadata"].get("deletionTimestamp"):
+            # Going away (someone else's finalizer holds it): restoring its children would fight the deletion.
+            return Outcome(str(previous.get("phase", "Blocked")), previous)
         now = self.clock()
         try:
             spec = v1alpha1.SecureModelDeploymentSpec.model_validate(body.get("spec") or {})
