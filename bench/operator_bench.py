@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
-import sys
 import time
 import urllib.request
 from datetime import UTC, datetime, timedelta
@@ -23,6 +22,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from localcluster import LocalCluster, free_port
+from operatorprocess import start_operator
 from securemodels import desired, pki
 from securemodels.api.v1alpha1 import SecureModelDeploymentSpec
 from securemodels.config import OperatorConfig
@@ -97,27 +97,13 @@ def prepare(cluster: LocalCluster) -> None:
 def operator_run(cluster: LocalCluster, count: int, workdir: Path) -> dict[str, float]:
     namespace = "bench-operator"
     cluster.kubectl("create", "namespace", namespace)
-    config = workdir / "operator.yaml"
-    config.write_text(
-        yaml.safe_dump({"namespace": OPERATOR_NAMESPACE, "resyncSeconds": RESYNC_SECONDS, "workers": WORKERS})
-    )
     port = free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "securemodels",
-        "run",
-        "--kubeconfig",
-        str(cluster.kubeconfig),
-        "--config",
-        str(config),
-        "--http-port",
-        str(port),
-        "--log-level",
-        "warning",
-    ]
-    with (workdir / "operator.log").open("wb") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    settings = {
+        "namespace": OPERATOR_NAMESPACE,
+        "resyncSeconds": RESYNC_SECONDS,
+        "workers": WORKERS,
+    }
+    process = start_operator(workdir, settings, port, cluster.kubeconfig)
     try:
         _wait(lambda: _ready_endpoint(port), timeout=60, interval=0.2)
         started = time.monotonic()

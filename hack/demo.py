@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from localcluster import free_port, kubectl_binary, running_cluster
+from operatorprocess import start_operator
 
 ROOT = Path(__file__).resolve().parents[1]
 CRD = ROOT / "crds" / "securemodels.io_securemodeldeployments.yaml"
@@ -62,22 +63,9 @@ def control_plane() -> Iterator[Path | None]:
 
 @contextlib.contextmanager
 def operator(kubeconfig: Path | None, workdir: Path) -> Iterator[Path]:
-    config = workdir / "operator.yaml"
-    config.write_text(f"namespace: {OPERATOR_NAMESPACE}\nresyncSeconds: 10\n")
+    settings = {"namespace": OPERATOR_NAMESPACE, "resyncSeconds": 10}
+    process = start_operator(workdir, settings, free_port(), kubeconfig)
     log = workdir / "operator.log"
-    command = [
-        sys.executable,
-        "-m",
-        "securemodels",
-        "run",
-        "--config",
-        str(config),
-        f"--http-port={free_port()}",
-    ]
-    if kubeconfig:
-        command += ["--kubeconfig", str(kubeconfig)]
-    with log.open("wb") as output:
-        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
     try:
         yield log
     finally:

@@ -5,15 +5,14 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-import yaml
 
 from localcluster import LocalCluster, free_port
+from operatorprocess import start_operator
 from support.kube import Kubectl, wait_for
 from support.manifests import smd
 from support.paths import OPERATOR_NAMESPACE
@@ -23,27 +22,15 @@ COUNT = 10
 
 
 @pytest.fixture
-def start_operator(cluster: LocalCluster, tmp_path: Path) -> Iterator[object]:
+def launch(cluster: LocalCluster, tmp_path: Path) -> Iterator[Callable[[], subprocess.Popen[bytes]]]:
     """Starts `securemodels run` as its own process, as in a pod; stops whatever is left at the end."""
-    config = tmp_path / "config.yaml"
-    config.write_text(yaml.safe_dump({"namespace": OPERATOR_NAMESPACE, "resyncSeconds": 2}))
     processes: list[subprocess.Popen[bytes]] = []
 
     def start() -> subprocess.Popen[bytes]:
-        command = [
-            sys.executable,
-            "-m",
-            "securemodels",
-            "run",
-            "--kubeconfig",
-            str(cluster.kubeconfig),
-            "--config",
-            str(config),
-            "--http-port",
-            str(free_port()),
-        ]
-        log = (tmp_path / f"operator-{len(processes)}.log").open("wb")
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        settings = {"namespace": OPERATOR_NAMESPACE, "resyncSeconds": 2}
+        process = start_operator(
+            tmp_path, settings, free_port(), cluster.kubeconfig, name=f"operator-{len(processes)}"
+        )
         processes.append(process)
         return process
 
@@ -55,7 +42,7 @@ def start_operator(cluster: LocalCluster, tmp_path: Path) -> Iterator[object]:
 
 
 def test_a_killed_operator_converges_after_restart_with_no_duplicates(
-    kubectl: Kubectl, namespace: str, start_operator: object
+    kubectl: Kubectl, namespace: str, launch: Callable[[], subprocess.Popen[bytes]]
 ) -> None:
     gateway = f"{namespace}-gw"
     kubectl("create", "namespace", gateway)
@@ -65,14 +52,14 @@ def test_a_killed_operator_converges_after_restart_with_no_duplicates(
             for index in range(COUNT)
         ]
     )
-    first = start_operator()  # type: ignore[operator]
+    first = launch()
 
     # Kill it as soon as it has started writing children: some reconciles are half done.
     wait_for(lambda: kubectl.items("deployment", namespace), timeout=60, interval=0.05, what="first writes")
     os.kill(first.pid, signal.SIGKILL)
     first.wait(timeout=10)
     half_done = len(kubectl.items("deployment", namespace))
-    start_operator()  # type: ignore[operator]
+    launch()
 
     def all_ready() -> bool:
         items = kubectl.items("smd", namespace)
