@@ -73,6 +73,13 @@ class OperatorConfig(BaseModel):
         pattern=DIGEST_IMAGE_PATTERN,
         description="nginx image of the mTLS sidecar, by digest.",
     )
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field(
+        "Always",
+        description=(
+            "Pull policy of the model and sidecar containers. Always (default) makes the kubelet check "
+            "the pod's pull credentials for every pod; images are pinned by digest either way."
+        ),
+    )
     ca_key_algorithm: Literal["ECDSA-P256", "RSA-3072"] = Field("ECDSA-P256", description="CA key type.")
     ca_duration_hours: int = Field(24 * 365, ge=48, description="Lifetime of the operator's CA.")
     encrypting_provisioners: dict[str, EncryptionParameter] = Field(

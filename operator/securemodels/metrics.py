@@ -77,6 +77,35 @@ API_WRITES = Counter(
     registry=REGISTRY,
 )
 
+API_REQUESTS = Counter(
+    "securemodels_api_requests_total",
+    "Read requests sent to the API server (watches are counted when they start).",
+    ["verb", "kind"],
+    registry=REGISTRY,
+)
+API_DRY_RUNS = Counter(
+    "securemodels_api_dry_runs_total",
+    "Server-side dry runs: a write checked, or an object's canonical form asked for, without a change.",
+    ["verb", "kind"],
+    registry=REGISTRY,
+)
+API_ACCESS_REVIEWS = Counter(
+    "securemodels_api_access_reviews_total",
+    "SubjectAccessReviews and SelfSubjectAccessReviews sent to the API server.",
+    registry=REGISTRY,
+)
+CA_UNTRUSTED_CERTIFICATES = Gauge(
+    "securemodels_ca_untrusted_certificates",
+    "CA certificates found in the CA Secret that the operator did not make, and does not trust.",
+    registry=REGISTRY,
+)
+CACHE_SYNCED = Gauge(
+    "securemodels_cache_synced",
+    "1 when the watch-fed cache of the kind has listed everything once and is being kept current.",
+    ["kind"],
+    registry=REGISTRY,
+)
+
 _PER_SMD = (COMPLIANCE_STATUS, CONTROL_WEAKENED, COMPLIANT, READY, CERTIFICATE_EXPIRY, CERTIFICATE_RENEWAL)
 
 

@@ -462,6 +462,60 @@ def _start_rotation(
     return rotated, note
 
 
+def _fingerprints(raw: bytes) -> list[tuple[str, bytes]]:
+    """(SHA-256 fingerprint, PEM) of every readable certificate in `raw`."""
+    found = []
+    for block in _PEM_CERTIFICATE.findall(raw):
+        try:
+            cert = x509.load_pem_x509_certificate(block)
+        except ValueError:
+            continue
+        found.append((_fingerprint(cert).hex(), _certificate_pem(cert)))
+    return found
+
+
+@dataclass(frozen=True)
+class LedgerCheck:
+    """The CA Secret's data with every CA certificate the operator did not make taken out."""
+
+    data: dict[str, bytes]
+    untrusted: tuple[str, ...]  # fingerprints left out
+
+
+def keep_known_cas(data: Mapping[str, bytes], known: frozenset[str] | None) -> LedgerCheck:
+    """Leave out of the CA Secret every CA certificate whose fingerprint is not in `known`, the ledger of
+    CAs the operator generated: a certificate appended to the bundle, or a signer swapped in, is
+    reported and never trusted. Without a ledger yet (an operator upgraded from before it), the signer
+    and the next CA, which come with their private keys, are taken as the operator's, and nothing else.
+    """
+    signers = {key: _fingerprints(bytes(data.get(key, b""))) for key in (CERT_KEY, NEXT_CERT_KEY)}
+    if known is None:
+        known = frozenset(fingerprint for found in signers.values() for fingerprint, _ in found[:1])
+    kept = dict(data)
+    untrusted: list[str] = []
+    for cert_key, private_key_key, extra in (
+        (CERT_KEY, PRIVATE_KEY_KEY, ()),
+        (NEXT_CERT_KEY, NEXT_PRIVATE_KEY_KEY, (NEXT_ACTIVATES_AT_KEY,)),
+    ):
+        found = signers[cert_key]
+        if found and found[0][0] not in known:
+            untrusted.append(found[0][0])
+            for key in (cert_key, private_key_key, *extra):
+                kept.pop(key, None)
+    if CA_BUNDLE_KEY in data:
+        bundle = _fingerprints(bytes(data[CA_BUNDLE_KEY]))
+        untrusted += [fingerprint for fingerprint, _ in bundle if fingerprint not in known]
+        kept[CA_BUNDLE_KEY] = b"".join(pem for fingerprint, pem in bundle if fingerprint in known)
+        if not kept[CA_BUNDLE_KEY] and CERT_KEY in kept:
+            kept[CA_BUNDLE_KEY] = bytes(kept[CERT_KEY])  # the signer is trusted, whatever the bundle said
+    return LedgerCheck(kept, tuple(sorted(set(untrusted))))
+
+
+def ledger_of(state: CAState) -> frozenset[str]:
+    """The fingerprints of every CA the operator trusts now: all of them its own."""
+    return frozenset(_fingerprint(x509.load_pem_x509_certificate(pem)).hex() for pem in state.trusted)
+
+
 def plan_ca(
     current: Mapping[str, bytes] | None, now: datetime, algorithm: KeyAlgorithm, lifetime: timedelta
 ) -> CAPlan:

@@ -9,28 +9,34 @@ ownNamespace: in the release namespace: the CA Secret, and Events about it
 */}}
 {{- define "secure-model-operator.permissions" -}}
 namespaced:
+  # update and patch of SMDs are never used: held because the deployer Role grants them.
   - {apiGroup: securemodels.io, resource: securemodeldeployments, verbs: [get, list, watch, update, patch]}
   - {apiGroup: securemodels.io, resource: securemodeldeployments/status, verbs: [get, patch]}
-  - {apiGroup: apps, resource: deployments, verbs: [get, list, watch, create, patch]}
-  - {apiGroup: "", resource: services, verbs: [get, create, patch]}
-  - {apiGroup: "", resource: serviceaccounts, verbs: [get, create, patch]}
-  - {apiGroup: "", resource: configmaps, verbs: [get, list, create, patch, delete]}
-  - {apiGroup: "", resource: secrets, verbs: [get, list, create, patch, delete]}
-  - {apiGroup: "", resource: persistentvolumeclaims, verbs: [get, list, create, patch, delete]}
-  - {apiGroup: networking.k8s.io, resource: networkpolicies, verbs: [get, list, create, patch]}
-  - {apiGroup: rbac.authorization.k8s.io, resource: roles, verbs: [get, list, create, patch, delete]}
-  - {apiGroup: rbac.authorization.k8s.io, resource: rolebindings, verbs: [get, list, create, patch, delete]}
+  - {apiGroup: apps, resource: deployments, verbs: [get, list, watch, create, update]}
+  - {apiGroup: apps, resource: replicasets, verbs: [list, watch]}
+  - {apiGroup: "", resource: services, verbs: [get, list, watch, create, update]}
+  - {apiGroup: "", resource: serviceaccounts, verbs: [get, list, watch, create, update]}
+  - {apiGroup: "", resource: configmaps, verbs: [get, list, watch, create, update, delete]}
+  - {apiGroup: "", resource: secrets, verbs: [get, list, watch, create, update, delete]}
+  - {apiGroup: "", resource: persistentvolumeclaims, verbs: [get, list, watch, create, update, delete]}
+  - {apiGroup: networking.k8s.io, resource: networkpolicies, verbs: [get, list, watch, create, update]}
+  - {apiGroup: rbac.authorization.k8s.io, resource: roles, verbs: [get, list, watch, create, update, delete]}
+  - {apiGroup: rbac.authorization.k8s.io, resource: rolebindings, verbs: [get, list, watch, create, update, delete]}
   - {apiGroup: "", resource: events, verbs: [create]}
-  # Pods: listed to find strays with a model's labels, and held so that viewers may be granted them.
+  # Pods: watched to judge what runs, and held so that viewers may be granted them.
   - {apiGroup: "", resource: pods, verbs: [get, list, watch]}
   - {apiGroup: "", resource: pods/log, verbs: [get]}
 cluster:
-  - {apiGroup: rbac.authorization.k8s.io, resource: clusterrolebindings, verbs: [list]}
-  - {apiGroup: storage.k8s.io, resource: storageclasses, verbs: [get]}
-  - {apiGroup: "", resource: nodes, verbs: [list]}
-  - {apiGroup: "", resource: namespaces, verbs: [get]}
+  - {apiGroup: rbac.authorization.k8s.io, resource: clusterrolebindings, verbs: [list, watch]}
+  - {apiGroup: rbac.authorization.k8s.io, resource: clusterroles, verbs: [list, watch]}
+  - {apiGroup: storage.k8s.io, resource: storageclasses, verbs: [list, watch]}
+  - {apiGroup: "", resource: nodes, verbs: [list, watch]}
+  - {apiGroup: "", resource: namespaces, verbs: [list, watch]}
+  # The authorizer's answer about each model's account (the rbac control).
+  - {apiGroup: authorization.k8s.io, resource: subjectaccessreviews, verbs: [create]}
 ownNamespace:
-  - {apiGroup: "", resource: secrets, verbs: [get, create, patch]}
+  - {apiGroup: "", resource: secrets, verbs: [get, list, watch, create, update]}
+  - {apiGroup: "", resource: configmaps, verbs: [get, list, watch, create, update]}
   - {apiGroup: "", resource: events, verbs: [create]}
 {{- end -}}
 

@@ -12,7 +12,6 @@ import yaml
 
 from securemodels.api import v1alpha1
 
-NAME_PATTERN = "^[a-z]([-a-z0-9]*[a-z0-9])?$"
 _DROPPED_KEYS = {"title", "$defs", "discriminator"}
 
 
@@ -117,15 +116,7 @@ def crd() -> dict[str, Any]:
                         "openAPIV3Schema": {
                             "description": v1alpha1.SecureModelDeployment.__doc__,
                             "type": "object",
-                            "x-kubernetes-validations": [
-                                {
-                                    "rule": f"self.metadata.name.matches('{NAME_PATTERN}') && "
-                                    f"size(self.metadata.name) <= {v1alpha1.MAX_NAME_LENGTH}",
-                                    "message": "metadata.name must be a DNS label that starts with a letter, "
-                                    f"at most {v1alpha1.MAX_NAME_LENGTH} characters: it names the Service "
-                                    "and prefixes every object the operator creates",
-                                }
-                            ],
+                            "x-kubernetes-validations": [v1alpha1.NAME_RULE.entry()],
                             "required": ["spec"],
                             "properties": {
                                 "apiVersion": {

@@ -3,15 +3,33 @@
 These pydantic models are the single source of truth: the CRD's OpenAPI schema, its CEL rules and the
 operator's parsing of a live object all come from here. Field names are the camelCase aliases users write;
 every field carries a description so that `kubectl explain` is useful.
+
+Every CEL rule is declared once, as a `Rule` that holds both the CEL the API server runs and the same
+check in Python. The operator parses stored objects with these models, so an SMD that bypassed the CRD's
+validation (a replaced CRD, an object older than a rule) is refused by the operator with the API
+server's own message; `securemodels render` refuses it offline the same way.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import re
-from typing import Annotated, Any, Literal
+from collections.abc import Callable, Hashable, Iterable
+from dataclasses import dataclass
+from typing import Annotated, Any, ClassVar, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    GetJsonSchemaHandler,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
 
 GROUP = "securemodels.io"
 VERSION = "v1alpha1"
@@ -21,20 +39,31 @@ SINGULAR = "securemodeldeployment"
 SHORT_NAMES = ("smd",)
 # Children are named <name>-<purpose>; 45 leaves room for every purpose within 63 characters.
 MAX_NAME_LENGTH = 45
+NAME_PATTERN = "^[a-z]([-a-z0-9]*[a-z0-9])?$"
 
 SECRET_FILES_DIR = "/var/run/secrets/securemodels"  # noqa: S105 - a directory, not a password
+SCRATCH_DIR = "/tmp"
 # Ports the operator's sidecar owns inside the pod; the model must not take them.
 TLS_PORT = 8443
 HEALTH_PORT = 8081
+# Environment variables the operator sets on the model container start with this.
+RESERVED_ENV_PREFIX = "SECUREMODELS_"
+# A single CIDR broader than this prefix reaches "anywhere": more than a /8 of IPv4 or a /32 of IPv6.
+BROADEST_IPV4_PREFIX = 8
+BROADEST_IPV6_PREFIX = 32
 
 DIGEST_IMAGE_PATTERN = (
     r"^([a-z0-9]([a-z0-9-]*[a-z0-9])?([.][a-z0-9]([a-z0-9-]*[a-z0-9])?)*(:[0-9]+)?/)?"
     r"[a-z0-9]+([._/-][a-z0-9]+)*(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?@sha256:[a-f0-9]{64}$"
 )
 DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 REGISTRY_PATTERN = r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]+)?(/[a-z0-9._-]+)*$"
 DURATION_PATTERN = r"^([0-9]+h)?([0-9]+m)?([0-9]+s)?$"
 QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|Ki|Mi|Gi|Ti)?$"
+# Absolute paths of plain segments: no empty segment, no "." or "..", no trailing slash.
+MOUNT_PATH_PATTERN = r"^(/[A-Za-z0-9_-][A-Za-z0-9._-]*)+$"
+_DURATION = re.compile(r"([0-9]+h)?([0-9]+m)?([0-9]+s)?")
 
 
 def registry_allows(image: str, registries: tuple[str, ...] | list[str]) -> bool:
@@ -43,21 +72,94 @@ def registry_allows(image: str, registries: tuple[str, ...] | list[str]) -> bool
     return not registries or any(image.startswith(registry.rstrip("/") + "/") for registry in registries)
 
 
-def cel(rule: str, message: str, field_path: str | None = None) -> dict[str, str]:
-    """One x-kubernetes-validations entry; the message names the field so users know what to fix."""
-    entry = {"rule": rule, "message": message}
-    if field_path:
-        entry["fieldPath"] = field_path
-    return entry
+def seconds(duration: str) -> int:
+    """A duration as the API writes it (24h, 90m, 1h30m, 45s) in seconds."""
+    match = _DURATION.fullmatch(duration)
+    if not duration or match is None:
+        raise ValueError(f"invalid duration {duration!r}: expected e.g. 24h, 90m, 1h30m or 45s")
+    hours, minutes, secs = (int(group[:-1]) if group else 0 for group in match.groups())
+    return hours * 3600 + minutes * 60 + secs
 
 
-def validations(*rules: dict[str, str]) -> dict[str, Any]:
-    return {"x-kubernetes-validations": list(rules)}
+def unique(items: Iterable[Hashable]) -> bool:
+    seen: list[Hashable] = list(items)
+    return len(seen) == len(set(seen))
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One validation rule, written twice on purpose: as CEL for the API server and as a Python check
+    for the operator and `securemodels render`. tests/integration/test_api_rules.py feeds every rule's
+    counter-example to both and expects the same refusal."""
+
+    cel: str
+    message: str
+    holds: Callable[[Any], bool]
+    field_path: str | None = None
+
+    def entry(self) -> dict[str, str]:
+        """The rule as an x-kubernetes-validations entry."""
+        entry = {"rule": self.cel, "message": self.message}
+        if self.field_path:
+            entry["fieldPath"] = self.field_path
+        return entry
 
 
 class ApiModel(BaseModel):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
+    """Base of every API object: camelCase aliases, unknown fields refused, immutable once parsed, and
+    the class's `RULES` both in its schema and checked on parsing."""
 
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
+    RULES: ClassVar[tuple[Rule, ...]] = ()
+
+    @model_validator(mode="after")
+    def _rules_hold(self) -> Self:
+        broken = [rule.message for rule in type(self).RULES if not rule.holds(self)]
+        if broken:
+            raise ValueError("; ".join(broken))
+        return self
+
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        schema = handler(core_schema)
+        own_rules = cls.__dict__.get("RULES", ())
+        if own_rules:
+            target = handler.resolve_ref_schema(schema)
+            target.setdefault("x-kubernetes-validations", []).extend(rule.entry() for rule in own_rules)
+        return schema
+
+
+def field_rules(*rules: Rule) -> dict[str, Any]:
+    """json_schema_extra for a scalar field's own CEL rules (checked in Python by a field validator)."""
+    return {"x-kubernetes-validations": [rule.entry() for rule in rules]}
+
+
+def list_map(*keys: str) -> dict[str, Any]:
+    """A list whose items are keyed: the API server refuses two items with the same keys."""
+    return {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": list(keys)}
+
+
+LIST_SET: dict[str, Any] = {"x-kubernetes-list-type": "set"}
+
+# ---------------------------------------------------------------------------------------------- metadata
+
+
+def name_problem(name: object) -> str | None:
+    """Why metadata.name cannot name an SMD (the CRD's root rule), or None."""
+    if not isinstance(name, str) or re.fullmatch(NAME_PATTERN, name) is None or len(name) > MAX_NAME_LENGTH:
+        return NAME_RULE.message
+    return None
+
+
+NAME_RULE = Rule(
+    cel=f"self.metadata.name.matches('{NAME_PATTERN}') && size(self.metadata.name) <= {MAX_NAME_LENGTH}",
+    message="metadata.name must be a DNS label that starts with a letter, "
+    f"at most {MAX_NAME_LENGTH} characters: it names the Service and prefixes every object the operator "
+    "creates",
+    holds=lambda name: name_problem(name) is None,
+)
 
 # ---------------------------------------------------------------------------------------------- model
 
@@ -65,7 +167,7 @@ class ApiModel(BaseModel):
 class KeyReference(ApiModel):
     """A key in a Secret or ConfigMap in the SMD's namespace."""
 
-    name: str = Field(description="Name of the object.", pattern=DNS_LABEL_PATTERN, max_length=253)
+    name: str = Field(description="Name of the object.", pattern=DNS_SUBDOMAIN_PATTERN, max_length=253)
     key: str = Field(description="Key inside the object.", min_length=1, max_length=253)
 
 
@@ -85,16 +187,18 @@ class SecretFile(ApiModel):
         pattern=DNS_LABEL_PATTERN,
         max_length=40,
     )
-    secret_name: str = Field(description="Name of the Secret.", pattern=DNS_LABEL_PATTERN, max_length=253)
+    secret_name: str = Field(description="Name of the Secret.", pattern=DNS_SUBDOMAIN_PATTERN, max_length=253)
 
 
 class EnvVar(ApiModel):
     """An environment variable for the model container."""
 
-    model_config = ConfigDict(
-        json_schema_extra=validations(
-            cel("has(self.value) != has(self.valueFrom)", "exactly one of value or valueFrom must be set")
-        )
+    RULES = (
+        Rule(
+            "has(self.value) != has(self.valueFrom)",
+            "exactly one of value or valueFrom must be set",
+            lambda env: (env.value is None) != (env.value_from is None),
+        ),
     )
     name: str = Field(description="Variable name.", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=128)
     value: str | None = Field(None, description="Literal value.", max_length=32768)
@@ -119,22 +223,35 @@ class Resources(ApiModel):
     )
 
 
+IMAGE_RULE = Rule(
+    f"self.matches('{DIGEST_IMAGE_PATTERN}')",
+    "spec.model.image must be pinned by digest: <registry>/<repository>[:tag]@sha256:<64 hex>",
+    lambda image: re.fullmatch(DIGEST_IMAGE_PATTERN, image) is not None,
+)
+
+
 class ModelSpec(ApiModel):
     """The model server container."""
 
-    model_config = ConfigDict(
-        json_schema_extra=validations(
-            cel(
-                f"self.port != {TLS_PORT} && self.port != {HEALTH_PORT}",
-                f"spec.model.port must not be {TLS_PORT} or {HEALTH_PORT}: the mTLS sidecar uses them",
-                ".port",
-            ),
-            cel(
-                f"!has(self.metricsPort) || !(self.metricsPort in [self.port, {TLS_PORT}, {HEALTH_PORT}])",
-                f"spec.model.metricsPort must differ from spec.model.port, {TLS_PORT} and {HEALTH_PORT}",
-                ".metricsPort",
-            ),
-        )
+    RULES = (
+        Rule(
+            f"self.port != {TLS_PORT} && self.port != {HEALTH_PORT}",
+            f"spec.model.port must not be {TLS_PORT} or {HEALTH_PORT}: the mTLS sidecar uses them",
+            lambda model: model.port not in (TLS_PORT, HEALTH_PORT),
+            ".port",
+        ),
+        Rule(
+            f"!has(self.metricsPort) || !(self.metricsPort in [self.port, {TLS_PORT}, {HEALTH_PORT}])",
+            f"spec.model.metricsPort must differ from spec.model.port, {TLS_PORT} and {HEALTH_PORT}",
+            lambda model: model.metrics_port not in (model.port, TLS_PORT, HEALTH_PORT),
+            ".metricsPort",
+        ),
+        Rule(
+            f"!has(self.env) || !self.env.exists(e, e.name.startsWith('{RESERVED_ENV_PREFIX}'))",
+            f"spec.model.env: names starting with {RESERVED_ENV_PREFIX} are reserved for the operator",
+            lambda model: not any(item.name.startswith(RESERVED_ENV_PREFIX) for item in model.env),
+            ".env",
+        ),
     )
     image: str = Field(
         description=(
@@ -142,20 +259,14 @@ class ModelSpec(ApiModel):
             "Tags alone are refused because they can be moved to other content."
         ),
         max_length=512,
-        json_schema_extra=validations(
-            cel(
-                f"self.matches('{DIGEST_IMAGE_PATTERN}')",
-                "spec.model.image must be pinned by digest: <registry>/<repository>[:tag]@sha256:<64 hex>",
-            )
-        ),
+        json_schema_extra=field_rules(IMAGE_RULE),
     )
 
     @field_validator("image")
     @classmethod
     def _pinned_by_digest(cls, image: str) -> str:
-        """The CRD's CEL rule, repeated for offline use (securemodels render)."""
-        if re.fullmatch(DIGEST_IMAGE_PATTERN, image) is None:
-            raise ValueError("must be pinned by digest: <registry>/<repository>[:tag]@sha256:<64 hex>")
+        if not IMAGE_RULE.holds(image):
+            raise ValueError(IMAGE_RULE.message)
         return image
 
     port: int = Field(
@@ -190,15 +301,35 @@ class ModelSpec(ApiModel):
         default_factory=list, max_length=256, description="Arguments to the entrypoint."
     )
     env: list[EnvVar] = Field(
-        default_factory=list, max_length=128, description="Environment variables of the model container."
+        default_factory=list,
+        max_length=128,
+        description=(
+            f"Environment variables of the model container; names are unique and must not start with "
+            f"{RESERVED_ENV_PREFIX}."
+        ),
+        json_schema_extra=list_map("name"),
     )
     secret_files: list[SecretFile] = Field(
         default_factory=list,
         max_length=16,
         description=f"Secrets mounted read-only as files under {SECRET_FILES_DIR}/<name>/.",
-        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+        json_schema_extra=list_map("name"),
     )
     resources: Resources = Field(Resources(), description="CPU and memory requests and limits.")
+
+    @field_validator("env")
+    @classmethod
+    def _env_names_unique(cls, env: list[EnvVar]) -> list[EnvVar]:
+        if not unique(item.name for item in env):
+            raise ValueError("names must be unique")
+        return env
+
+    @field_validator("secret_files")
+    @classmethod
+    def _secret_file_names_unique(cls, files: list[SecretFile]) -> list[SecretFile]:
+        if not unique(item.name for item in files):
+            raise ValueError("names must be unique")
+        return files
 
 
 # ---------------------------------------------------------------------------------------- image policy
@@ -214,7 +345,15 @@ class ImagePolicy(ApiModel):
             "Registries (host[:port][/path]) the model image may come from. Empty: any registry the "
             "operator's cluster-wide list allows. The effective list is the intersection of both."
         ),
+        json_schema_extra=LIST_SET,
     )
+
+    @field_validator("allowed_registries")
+    @classmethod
+    def _registries_unique(cls, registries: list[str]) -> list[str]:
+        if not unique(registries):
+            raise ValueError("entries must be unique")
+        return registries
 
 
 # -------------------------------------------------------------------------------------------- network
@@ -243,24 +382,48 @@ class LabelSelector(ApiModel):
         default_factory=list, max_length=32, description="Requirements that must all hold."
     )
 
+    @property
+    def is_broad(self) -> bool:
+        """No positive requirement (a label value, or In): Exists, NotIn and DoesNotExist can match every
+        namespace, since every namespace carries kubernetes.io/metadata.name."""
+        return not self.match_labels and not any(item.operator == "In" for item in self.match_expressions)
+
 
 def _broad(selector: str) -> str:
-    """CEL: the selector has no positive requirement (a label value, or In). Exists, NotIn and
-    DoesNotExist can match every namespace: all carry kubernetes.io/metadata.name."""
+    """CEL twin of LabelSelector.is_broad."""
     return (
         f"((!has({selector}.matchLabels) || size({selector}.matchLabels) == 0) && "
         f"(!has({selector}.matchExpressions) || !{selector}.matchExpressions.exists(e, e.operator == 'In')))"
     )
 
 
-# A peer selecting every pod in every namespace, or every address: "anywhere".
-PEER_IS_ANYWHERE = (
-    "(has(p.cidr) && cidr(p.cidr).prefixLength() == 0) || (has(p.namespaceSelector) && "
-    + _broad("p.namespaceSelector")
-    + " && (!has(p.podSelector) || "
-    + _broad("p.podSelector")
-    + "))"
+def cidr_is_broad(cidr: str) -> bool:
+    """Wider than a /8 of IPv4 or a /32 of IPv6: most of the internet, not a destination."""
+    network = ipaddress.ip_network(cidr, strict=False)
+    limit = BROADEST_IPV4_PREFIX if network.version == 4 else BROADEST_IPV6_PREFIX
+    return network.prefixlen < limit
+
+
+def _cidr_broad(cidr: str) -> str:
+    """CEL twin of cidr_is_broad."""
+    return (
+        f"((cidr({cidr}).ip().family() == 4 && cidr({cidr}).prefixLength() < {BROADEST_IPV4_PREFIX}) || "
+        f"(cidr({cidr}).ip().family() == 6 && cidr({cidr}).prefixLength() < {BROADEST_IPV6_PREFIX}))"
+    )
+
+
+CIDR_RULE = Rule(
+    "isCIDR(self) && string(cidr(self).masked()) == self",
+    "cidr must be an IP range in canonical form, such as 10.0.0.0/16 (no address bits past the prefix)",
+    lambda cidr: _canonical_cidr(cidr),
 )
+
+
+def _canonical_cidr(cidr: str) -> bool:
+    try:
+        return str(ipaddress.ip_network(cidr, strict=True)) == cidr and "/" in cidr
+    except ValueError:
+        return False
 
 
 class Peer(ApiModel):
@@ -270,26 +433,56 @@ class Peer(ApiModel):
     alone selects pods in the SMD's namespace; `cidr` selects addresses outside the cluster.
     """
 
-    model_config = ConfigDict(
-        json_schema_extra=validations(
-            cel(
-                "has(self.cidr) || has(self.namespaceSelector) || has(self.podSelector)",
-                "a peer must set namespaceSelector, podSelector or cidr",
+    RULES = (
+        Rule(
+            "has(self.cidr) || has(self.namespaceSelector) || has(self.podSelector)",
+            "a peer must set namespaceSelector, podSelector or cidr",
+            lambda peer: (
+                peer.cidr is not None or peer.namespace_selector is not None or peer.pod_selector is not None
             ),
-            cel(
-                "!has(self.cidr) || (!has(self.namespaceSelector) && !has(self.podSelector))",
-                "cidr cannot be combined with namespaceSelector or podSelector",
-            ),
-        )
+        ),
+        Rule(
+            "!has(self.cidr) || (!has(self.namespaceSelector) && !has(self.podSelector))",
+            "cidr cannot be combined with namespaceSelector or podSelector",
+            lambda peer: peer.cidr is None or (peer.namespace_selector is None and peer.pod_selector is None),
+        ),
     )
     namespace_selector: LabelSelector | None = Field(None, description="Namespaces the peer pods are in.")
     pod_selector: LabelSelector | None = Field(None, description="Labels of the peer pods.")
     cidr: str | None = Field(
         None,
         max_length=64,
-        description="An IP range outside the cluster, in CIDR notation.",
-        json_schema_extra=validations(cel("isCIDR(self)", "cidr must be an IP range such as 10.0.0.0/16")),
+        description="An IP range outside the cluster, in canonical CIDR notation.",
+        json_schema_extra=field_rules(CIDR_RULE),
     )
+
+    @field_validator("cidr")
+    @classmethod
+    def _cidr_is_canonical(cls, cidr: str | None) -> str | None:
+        if cidr is not None and not CIDR_RULE.holds(cidr):
+            raise ValueError(CIDR_RULE.message)
+        return cidr
+
+    @property
+    def is_anywhere(self) -> bool:
+        """Every pod in every namespace, or a range wider than a /8 (IPv4) or /32 (IPv6)."""
+        if self.cidr is not None:
+            return cidr_is_broad(self.cidr)
+        return (
+            self.namespace_selector is not None
+            and self.namespace_selector.is_broad
+            and (self.pod_selector is None or self.pod_selector.is_broad)
+        )
+
+
+# CEL twin of Peer.is_anywhere, for a peer named `p`.
+PEER_IS_ANYWHERE = (
+    f"(has(p.cidr) && {_cidr_broad('p.cidr')}) || (has(p.namespaceSelector) && "
+    + _broad("p.namespaceSelector")
+    + " && (!has(p.podSelector) || "
+    + _broad("p.podSelector")
+    + "))"
+)
 
 
 class PortSpec(ApiModel):
@@ -319,24 +512,29 @@ class EgressRule(ApiModel):
 class Network(ApiModel):
     """Network isolation. Everything not declared here is denied, in both directions."""
 
-    model_config = ConfigDict(
-        json_schema_extra=validations(
-            cel(
-                "self.allowIngressFromAnywhere || !has(self.ingress) || "
-                "!self.ingress.exists(r, r.from.exists(p, " + PEER_IS_ANYWHERE + "))",
-                "spec.network.ingress admits every namespace or address: narrow the peer, or set "
-                "spec.network.allowIngressFromAnywhere: true to accept the weakening",
-                ".ingress",
+    RULES = (
+        Rule(
+            "self.allowIngressFromAnywhere || !has(self.ingress) || "
+            "!self.ingress.exists(r, r.from.exists(p, " + PEER_IS_ANYWHERE + "))",
+            "spec.network.ingress admits every namespace or most addresses: narrow the peer, or set "
+            "spec.network.allowIngressFromAnywhere: true to accept the weakening",
+            lambda net: (
+                net.allow_ingress_from_anywhere
+                or not any(peer.is_anywhere for rule in net.ingress for peer in rule.from_)
             ),
-            cel(
-                "self.allowEgressToAnywhere || !has(self.egress) || !self.egress.exists(r, r.to.exists(p, "
-                + PEER_IS_ANYWHERE
-                + "))",
-                "spec.network.egress reaches every namespace or address: narrow the peer, or set "
-                "spec.network.allowEgressToAnywhere: true to accept the weakening",
-                ".egress",
+            ".ingress",
+        ),
+        Rule(
+            "self.allowEgressToAnywhere || !has(self.egress) || "
+            "!self.egress.exists(r, r.to.exists(p, " + PEER_IS_ANYWHERE + "))",
+            "spec.network.egress reaches every namespace or most addresses: narrow the peer, or set "
+            "spec.network.allowEgressToAnywhere: true to accept the weakening",
+            lambda net: (
+                net.allow_egress_to_anywhere
+                or not any(peer.is_anywhere for rule in net.egress for peer in rule.to)
             ),
-        )
+            ".egress",
+        ),
     )
     ingress: list[IngressRule] = Field(
         default_factory=list,
@@ -351,15 +549,17 @@ class Network(ApiModel):
     allow_ingress_from_anywhere: bool = Field(
         False,
         description=(
-            "Accept ingress peers that select every namespace or every address (a /0 CIDR). "
-            "Weakens the network-isolation control, which then reports Weakened."
+            "Accept ingress peers that select every namespace or most addresses. Weakens the "
+            "network-isolation control, which then reports Weakened. Needs the security-admin "
+            "permission to set."
         ),
     )
     allow_egress_to_anywhere: bool = Field(
         False,
         description=(
-            "Accept egress peers that select every namespace or every address (a /0 CIDR). "
-            "Weakens the network-isolation control, which then reports Weakened."
+            "Accept egress peers that select every namespace or most addresses. Weakens the "
+            "network-isolation control, which then reports Weakened. Needs the security-admin "
+            "permission to set."
         ),
     )
 
@@ -370,14 +570,13 @@ class Network(ApiModel):
 class MTLSClient(ApiModel):
     """A workload allowed to call the model. It gets a client certificate as a Secret in its namespace."""
 
-    model_config = ConfigDict(
-        json_schema_extra=validations(
-            cel(
-                "size(self.name) + size(self.__namespace__) <= 63",
-                "name and namespace together must not exceed 63 characters: the certificate's common "
-                "name <name>.<namespace> is limited to 64",
-            )
-        )
+    RULES = (
+        Rule(
+            "size(self.name) + size(self.__namespace__) <= 63",
+            "name and namespace together must not exceed 63 characters: the certificate's common "
+            "name <name>.<namespace> is limited to 64",
+            lambda client: len(client.name) + len(client.namespace) <= 63,
+        ),
     )
 
     name: str = Field(
@@ -396,20 +595,23 @@ class MTLS(ApiModel):
     """Mutual TLS in front of the model. Always on: only declared clients with operator-issued
     certificates get through."""
 
-    model_config = ConfigDict(
-        json_schema_extra=validations(
-            cel(
-                "duration(self.certificateDuration) >= duration('1h')",
-                "spec.mtls.certificateDuration must be at least 1h",
-                ".certificateDuration",
+    RULES = (
+        Rule(
+            "duration(self.certificateDuration) >= duration('1h')",
+            "spec.mtls.certificateDuration must be at least 1h",
+            lambda mtls: seconds(mtls.certificate_duration) >= 3600,
+            ".certificateDuration",
+        ),
+        Rule(
+            "!has(self.renewBefore) || "
+            "duration(self.certificateDuration) - duration(self.renewBefore) >= duration('30m')",
+            "spec.mtls.renewBefore must leave a certificate at least 30m of use before its renewal",
+            lambda mtls: (
+                mtls.renew_before is None
+                or seconds(mtls.certificate_duration) - seconds(mtls.renew_before) >= 1800
             ),
-            cel(
-                "!has(self.renewBefore) || "
-                "duration(self.certificateDuration) - duration(self.renewBefore) >= duration('30m')",
-                "spec.mtls.renewBefore must leave a certificate at least 30m of use before its renewal",
-                ".renewBefore",
-            ),
-        )
+            ".renewBefore",
+        ),
     )
     certificate_duration: str = Field(
         "24h",
@@ -430,18 +632,25 @@ class MTLS(ApiModel):
         alias="minTLSVersion",
         description=(
             "Lowest TLS version the sidecar accepts. 1.2 (AEAD ciphers only) weakens the mtls control, "
-            "which then reports Weakened."
+            "which then reports Weakened. Needs the security-admin permission to set."
         ),
     )
     clients: list[MTLSClient] = Field(
         default_factory=list,
         max_length=64,
-        description="Clients allowed to call the model. Default: none.",
-        json_schema_extra={
-            "x-kubernetes-list-type": "map",
-            "x-kubernetes-list-map-keys": ["name", "namespace"],
-        },
+        description=(
+            "Clients allowed to call the model. Default: none. Changing the list needs the security-admin "
+            "permission, and the right to deliver client certificates into each client's namespace."
+        ),
+        json_schema_extra=list_map("name", "namespace"),
     )
+
+    @field_validator("clients")
+    @classmethod
+    def _clients_unique(cls, clients: list[MTLSClient]) -> list[MTLSClient]:
+        if not unique((client.name, client.namespace) for client in clients):
+            raise ValueError("each name and namespace may appear once")
+        return clients
 
 
 # --------------------------------------------------------------------------------------------- access
@@ -450,13 +659,12 @@ class MTLS(ApiModel):
 class Subject(ApiModel):
     """A user, group or service account."""
 
-    model_config = ConfigDict(
-        json_schema_extra=validations(
-            cel(
-                "(self.kind == 'ServiceAccount') == has(self.__namespace__)",
-                "namespace is required for a ServiceAccount and not allowed otherwise",
-            )
-        )
+    RULES = (
+        Rule(
+            "(self.kind == 'ServiceAccount') == has(self.__namespace__)",
+            "namespace is required for a ServiceAccount and not allowed otherwise",
+            lambda subject: (subject.kind == "ServiceAccount") == (subject.namespace is not None),
+        ),
     )
     kind: Literal["User", "Group", "ServiceAccount"] = Field(description="Kind of subject.")
     name: str = Field(min_length=1, max_length=253, description="Name of the user, group or account.")
@@ -464,10 +672,29 @@ class Subject(ApiModel):
         None, pattern=DNS_LABEL_PATTERN, max_length=63, description="Namespace of a ServiceAccount."
     )
 
+    def key(self) -> tuple[str, str, str]:
+        return (self.kind, self.name, self.namespace or "")
+
+
+def _subjects_unique(field: str) -> Rule:
+    same = (
+        "t.kind == s.kind && t.name == s.name && "
+        "(has(t.__namespace__) ? t.__namespace__ : '') == (has(s.__namespace__) ? s.__namespace__ : '')"
+    )
+    return Rule(
+        f"!has(self.{field}) || self.{field}.all(s, self.{field}.exists_one(t, {same}))",
+        f"spec.access.{field} lists a subject twice",
+        lambda access: unique(subject.key() for subject in getattr(access, field)),
+        f".{field}",
+    )
+
 
 class Access(ApiModel):
-    """Who may see or change this model. The model's own ServiceAccount never gets permissions."""
+    """Who may see or change this model. The model's own ServiceAccount never gets permissions.
+    Changing either list needs the security-admin permission, and the requester must hold what the
+    list grants."""
 
+    RULES = (_subjects_unique("viewers"), _subjects_unique("deployers"))
     viewers: list[Subject] = Field(
         default_factory=list,
         max_length=64,
@@ -483,9 +710,30 @@ class Access(ApiModel):
 # -------------------------------------------------------------------------------------------- storage
 
 
+def mount_path_reserved(path: str) -> bool:
+    """The model's scratch directory, the Secret files' directory, or a directory above either."""
+    return any(
+        path == taken or path.startswith(taken + "/") or taken.startswith(path + "/")
+        for taken in (SCRATCH_DIR, SECRET_FILES_DIR)
+    )
+
+
 class Storage(ApiModel):
     """A persistent volume for model files. Only created on a StorageClass that encrypts at rest."""
 
+    RULES = (
+        Rule(
+            " && ".join(
+                f"self.mountPath != '{taken}' && !self.mountPath.startsWith('{taken}/') && "
+                f"!'{taken}'.startsWith(self.mountPath + '/')"
+                for taken in (SCRATCH_DIR, SECRET_FILES_DIR)
+            ),
+            f"spec.storage.mountPath must not be {SCRATCH_DIR} or {SECRET_FILES_DIR}, nor a directory "
+            "inside or above them: the operator mounts those",
+            lambda storage: not mount_path_reserved(storage.mount_path),
+            ".mountPath",
+        ),
+    )
     size: str = Field(pattern=QUANTITY_PATTERN, max_length=32, description="Requested size, e.g. 20Gi.")
     storage_class_name: str = Field(
         max_length=253,
@@ -497,9 +745,25 @@ class Storage(ApiModel):
     )
     mount_path: str = Field(
         "/models",
-        pattern=r"^/[A-Za-z0-9/._-]*$",
+        pattern=MOUNT_PATH_PATTERN,
         max_length=256,
         description="Mount path in the model container.",
+    )
+
+
+RetentionChoice = Literal["Retain", "Delete"]
+
+
+class RetentionPolicy(ApiModel):
+    """What happens to the model's PersistentVolumeClaim, after StatefulSet's field of the same name.
+    Data is kept unless the SMD asks otherwise."""
+
+    when_deleted: RetentionChoice = Field(
+        "Retain", description="When the SMD is deleted: Retain (default) keeps the claim, Delete removes it."
+    )
+    when_storage_removed: RetentionChoice = Field(
+        "Retain",
+        description="When spec.storage is removed: Retain (default) keeps the claim, Delete removes it.",
     )
 
 
@@ -510,7 +774,15 @@ class Residency(ApiModel):
         min_length=1,
         max_length=16,
         description="Allowed values of the node label topology.kubernetes.io/region (required affinity).",
+        json_schema_extra=LIST_SET,
     )
+
+    @field_validator("regions")
+    @classmethod
+    def _regions_unique(cls, regions: list[str]) -> list[str]:
+        if not unique(regions):
+            raise ValueError("entries must be unique")
+        return regions
 
 
 # ----------------------------------------------------------------------------------------------- spec
@@ -519,21 +791,21 @@ class Residency(ApiModel):
 class SecureModelDeploymentSpec(ApiModel):
     """Desired state of a SecureModelDeployment."""
 
-    model_config = ConfigDict(
-        json_schema_extra=validations(
-            cel(
-                "!has(self.storage) || self.model.replicas <= 1",
-                "spec.model.replicas must be 0 or 1 with spec.storage: the volume is ReadWriteOnce",
-                ".model.replicas",
-            ),
-            cel(
-                "!has(self.imagePolicy) || !has(self.imagePolicy.allowedRegistries) || "
-                "size(self.imagePolicy.allowedRegistries) == 0 || "
-                "self.imagePolicy.allowedRegistries.exists(r, self.model.image.startsWith(r + '/'))",
-                "spec.model.image is not from a registry in spec.imagePolicy.allowedRegistries",
-                ".model.image",
-            ),
-        )
+    RULES = (
+        Rule(
+            "!has(self.storage) || self.model.replicas <= 1",
+            "spec.model.replicas must be 0 or 1 with spec.storage: the volume is ReadWriteOnce",
+            lambda spec: spec.storage is None or spec.model.replicas <= 1,
+            ".model.replicas",
+        ),
+        Rule(
+            "!has(self.imagePolicy) || !has(self.imagePolicy.allowedRegistries) || "
+            "size(self.imagePolicy.allowedRegistries) == 0 || "
+            "self.imagePolicy.allowedRegistries.exists(r, self.model.image.startsWith(r + '/'))",
+            "spec.model.image is not from a registry in spec.imagePolicy.allowedRegistries",
+            lambda spec: registry_allows(spec.model.image, spec.image_policy.allowed_registries),
+            ".model.image",
+        ),
     )
     model: ModelSpec = Field(description="The model server container.")
     image_policy: ImagePolicy = Field(ImagePolicy(), description="Registry allow-list for the model image.")
@@ -541,6 +813,9 @@ class SecureModelDeploymentSpec(ApiModel):
     mtls: MTLS = Field(MTLS(), description="Mutual TLS in front of the model.")
     access: Access = Field(Access(), description="Who may see or change this model.")
     storage: Storage | None = Field(None, description="Optional encrypted volume for model files.")
+    persistent_volume_claim_retention_policy: RetentionPolicy = Field(
+        RetentionPolicy(), description="What happens to the volume when the SMD or its storage goes."
+    )
     residency: Residency | None = Field(None, description="Optional regions the model must run in.")
 
 
@@ -558,11 +833,14 @@ class Condition(ApiModel):
     observed_generation: int = Field(0, description="Generation of the spec the condition is about.")
 
 
+ControlStatusValue = Literal["Pass", "Fail", "Weakened"]
+
+
 class ControlState(ApiModel):
     """One security control's verdict, judged from the live objects."""
 
     name: str = Field(description="Control name, e.g. image-digest.")
-    status: Literal["Pass", "Fail", "Weakened"] = Field(
+    status: ControlStatusValue = Field(
         description="Pass; Fail (live state violates it); Weakened (the spec opted out on purpose)."
     )
     reason: str = Field(description="CamelCase reason.")
@@ -577,26 +855,31 @@ class CertificateStatus(ApiModel):
     sha256_fingerprint: str = Field(description="SHA-256 fingerprint of the DER certificate, hex.")
 
 
+Phase = Literal["Ready", "Progressing", "Degraded", "Blocked"]
+
+
 class SecureModelDeploymentStatus(ApiModel):
     """Observed state, written by the operator only."""
 
     observed_generation: int | None = Field(None, description="Generation the status describes.")
-    phase: Literal["Ready", "Progressing", "Degraded", "Blocked"] | None = Field(
-        None, description="Summary: Ready, Progressing, Degraded or Blocked."
-    )
+    phase: Phase | None = Field(None, description="Summary: Ready, Progressing, Degraded or Blocked.")
     compliant: bool | None = Field(None, description="True when every control passes.")
     image: str | None = Field(None, description="Running image, shortened for display.")
     conditions: list[Condition] = Field(
         default_factory=list,
         description="Ready, Compliant and one condition per control.",
-        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+        json_schema_extra=list_map("type"),
     )
     controls: list[ControlState] = Field(
         default_factory=list,
         description="Per-control verdicts.",
-        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+        json_schema_extra=list_map("name"),
     )
     certificate: CertificateStatus | None = Field(None, description="Current server certificate.")
+
+    def as_object(self) -> dict[str, Any]:
+        """The status as stored: camelCase, absent fields left out."""
+        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
 
 
 class SecureModelDeployment(ApiModel):
@@ -609,7 +892,10 @@ class SecureModelDeployment(ApiModel):
 
 def describe(error: ValidationError, prefix: str = "spec") -> str:
     """Every problem of a spec, each named by its field path as users write it."""
-    return "; ".join(
-        f"{'.'.join([prefix, *(str(part) for part in item['loc'])])}: {item['msg']}"
-        for item in error.errors()
-    )
+    problems = []
+    for item in error.errors():
+        message = str(item["msg"]).removeprefix("Value error, ")
+        location = ".".join([prefix, *(str(part) for part in item["loc"])])
+        # A rule's own message names its field already.
+        problems.append(message if message.startswith(location) else f"{location}: {message}")
+    return "; ".join(problems)

@@ -12,8 +12,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from securemodels.desired.controls import image_digest, mtls, network, rbac, storage
-from securemodels.desired.model import Blocker, Context, Manifest, Observed
+from securemodels.desired.controls import mtls, network, rbac, storage
+from securemodels.desired.model import Context, Manifest
+from securemodels.desired.naming import ChildRef
 from securemodels.desired.workload import deployment
 from securemodels.pki import KeyPair
 
@@ -23,8 +24,9 @@ DESIRED_HASH_ANNOTATION = "securemodels.io/desired-hash"
 def stamp(manifest: Manifest) -> Manifest:
     """Annotate the object with a hash of what the operator wants it to be.
 
-    A live object whose stamp matches ours but whose fields differ was changed by someone else (drift);
-    a different stamp means the operator's own intent changed (new spec, renewed certificate).
+    A live object whose stamp matches ours but whose fields differ from what the server made of our
+    request was changed by someone else (drift); a different stamp means the operator's own intent
+    changed (new spec, renewed certificate).
     """
     digest = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()[:16]
     metadata = dict(manifest["metadata"])
@@ -34,40 +36,22 @@ def stamp(manifest: Manifest) -> Manifest:
 
 def desired_hash(manifest: Manifest | None) -> str | None:
     annotations: dict[str, Any] = ((manifest or {}).get("metadata") or {}).get("annotations") or {}
-    return annotations.get(DESIRED_HASH_ANNOTATION)
+    found = annotations.get(DESIRED_HASH_ANNOTATION)
+    return str(found) if found is not None else None
+
+
+def ref_of(manifest: Manifest) -> ChildRef:
+    metadata = manifest["metadata"]
+    return ChildRef(manifest["kind"], metadata["namespace"], metadata["name"])
 
 
 @dataclass(frozen=True)
 class Desired:
-    owned: tuple[Manifest, ...]  # in the SMD's namespace, owned through ownerReferences, in apply order
+    owned: tuple[Manifest, ...]  # in the SMD's namespace, in write order (the Deployment last)
     remote: tuple[Manifest, ...]  # client Secrets and CA bundles in the clients' namespaces
 
-
-def preflight(context: Context, observed: Observed) -> tuple[Blocker, ...]:
-    """Reasons the spec cannot be realised; while there are any, the live workload is left untouched."""
-    live_pvc = observed.pvc
-    blockers = [
-        Blocker(
-            "NameTaken",
-            "objects with the names this SMD needs belong to someone else (left untouched): "
-            + ", ".join(observed.names_taken),
-        )
-        if observed.names_taken
-        else None,
-        image_digest.preflight(context),
-        network.preflight(context),
-        storage.preflight(context, live_pvc),
-        rbac.preflight(context),
-    ]
-    if context.facts.missing_references:
-        blockers.append(
-            Blocker(
-                "ReferenceNotFound",
-                "spec.model refers to objects that do not exist: "
-                + ", ".join(context.facts.missing_references),
-            )
-        )
-    return tuple(blocker for blocker in blockers if blocker is not None)
+    def by_ref(self) -> dict[ChildRef, Manifest]:
+        return {ref_of(item): item for item in (*self.owned, *self.remote)}
 
 
 def build(context: Context, server: mtls.ServerTLS, clients: Mapping[str, KeyPair]) -> Desired:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 from securemodels.api.v1alpha1 import SecureModelDeploymentSpec
 from securemodels.config import OperatorConfig
-from securemodels.desired.naming import Owner
+from securemodels.desired.naming import ChildRef, Children, Owner, children
 from securemodels.pki import CertificateInfo
 
 Manifest = dict[str, Any]
@@ -35,7 +36,7 @@ class ControlResult:
 
 @dataclass(frozen=True)
 class Blocker:
-    """Why the spec cannot be realised as written. The workload is left as it was."""
+    """Why the spec cannot be realised as written. Nothing is written while there is one."""
 
     reason: str
     message: str
@@ -47,7 +48,8 @@ class Facts:
 
     storage_class: Manifest | None = None
     missing_references: tuple[str, ...] = ()  # "Secret/name", "ConfigMap/name"
-    region_has_nodes: bool | None = None  # None: no residency requested or not looked up
+    region_has_nodes: bool | None = None  # None: no residency requested
+    node_regions: Mapping[str, str] = field(default_factory=dict)  # node name -> region label
     missing_client_namespaces: tuple[str, ...] = ()
     unmanaged_client_namespaces: tuple[str, ...] = ()  # outside the operator's watchNamespaces
 
@@ -60,24 +62,6 @@ class Facts:
 
 
 @dataclass(frozen=True)
-class Observed:
-    """Live objects read back from the API server, as plain dicts (no Secret data)."""
-
-    deployment: Manifest | None = None
-    service: Manifest | None = None
-    service_account: Manifest | None = None
-    sidecar_config: Manifest | None = None
-    server_certificate: CertificateInfo | None = None  # parsed from the live TLS Secret's tls.crt
-    pvc: Manifest | None = None
-    network_policies: tuple[Manifest, ...] = ()  # every policy in the namespace
-    roles: tuple[Manifest, ...] = ()  # the operator's roles for this SMD
-    role_bindings: tuple[Manifest, ...] = ()  # every binding in the namespace
-    cluster_role_bindings: tuple[Manifest, ...] = ()
-    pods: tuple[Manifest, ...] = ()  # every pod with the model's selector labels
-    names_taken: tuple[str, ...] = ()  # "Kind/name" of objects with our names that another owner holds
-
-
-@dataclass(frozen=True)
 class Context:
     """Everything a builder or a check may look at."""
 
@@ -86,3 +70,46 @@ class Context:
     config: OperatorConfig
     now: datetime
     facts: Facts = field(default_factory=Facts)
+    # Key of the operator's pod-template stamps (desired/canonical.py); empty when rendering offline.
+    template_key: bytes = field(default=b"", repr=False)
+
+    @property
+    def names(self) -> Children:
+        return children(self.owner, self.spec)
+
+
+@dataclass(frozen=True)
+class Permissions:
+    """What the authorizer answered for the model's account, probe by probe (desired/permissions.py).
+    `allowed` holds the probes the account may do; `everyone` those a service account with no bindings
+    of its own may do too, so the grant is the cluster's, not the model's."""
+
+    allowed: tuple[str, ...] = ()
+    everyone: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Observed:
+    """The live state an SMD is judged on, as plain dicts (no Secret data beyond the operator's own).
+
+    `objects` are the SMD's own children as they are after this pass's writes; `drift` names the ones
+    someone else had changed or deleted, with the paths that differed, before this pass restored them.
+    """
+
+    objects: Mapping[ChildRef, Manifest] = field(default_factory=dict)
+    drift: Mapping[ChildRef, tuple[str, ...]] = field(default_factory=dict)
+    # Per control name: problems found by the generic judges (drift, pods), for its check to report.
+    findings: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    taken: tuple[ChildRef, ...] = ()  # names the SMD wants that another owner holds
+    canonical_template: Manifest | None = None  # the current pod template spec, as the server stores it
+    pods: tuple[Manifest, ...] = ()  # with the model's labels, or using its Secret, volume or account
+    replica_sets: tuple[Manifest, ...] = ()  # made by the model's Deployment
+    foreign_policies: tuple[Manifest, ...] = ()  # NetworkPolicies of the namespace that are not the SMD's
+    foreign_services: tuple[Manifest, ...] = ()  # Services of the namespace that are not the SMD's
+    bindings_naming_model: tuple[str, ...] = ()  # "RoleBinding ns/name" that name the model's account
+    permissions: Permissions | None = None  # None: not asked yet
+    server_certificate: CertificateInfo | None = None  # parsed from the live TLS Secret
+    untrusted_ca_certificates: tuple[str, ...] = ()  # fingerprints in the CA Secret the operator did not make
+
+    def get(self, ref: ChildRef) -> Manifest | None:
+        return self.objects.get(ref)

@@ -2,51 +2,50 @@
 
 A chain of small pure checks produces conditions (cert-manager's policy-chain idea). Conditions follow the
 Kubernetes API conventions (type, status, reason, message, lastTransitionTime, observedGeneration), so
-`kubectl wait --for=condition=Ready`, kstatus and Argo CD understand them without custom code.
+`kubectl wait --for=condition=Ready`, kstatus and Argo CD understand them without custom code. The status
+is built as the API's pydantic status model, so the operator can only write what the CRD declares.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from securemodels.desired.controls import image_digest, mtls, network, pod_security, rbac, residency, storage
-from securemodels.desired.model import Blocker, Context, ControlResult, Manifest, Observed, rfc3339
+from pydantic import ValidationError
+
+from securemodels.api.v1alpha1 import (
+    CertificateStatus,
+    Condition,
+    ControlState,
+    Phase,
+    SecureModelDeploymentStatus,
+)
+from securemodels.desired.controls import image_digest, residency
+from securemodels.desired.controls.registry import CONDITION_OF
+from securemodels.desired.model import Blocker, Context, ControlResult, Manifest, rfc3339
 from securemodels.pki import CertificateInfo
 
 READY = "Ready"
 COMPLIANT = "Compliant"
-CONTROLS = (image_digest, network, mtls, rbac, storage, residency, pod_security)
-CONDITION_OF = {control.NAME: control.CONDITION for control in CONTROLS}
+INVALID_SPEC = "InvalidSpec"
+# Condition messages are for people; the API server would accept more, but a status stays readable.
+MAX_MESSAGE = 4096
 
 
-def judge(context: Context, observed: Observed) -> list[ControlResult]:
-    """Every control, judged from what the API server returned."""
-    deployment = observed.deployment
-    return [
-        image_digest.check(context, deployment),
-        network.check(context, observed.network_policies),
-        mtls.check(
-            context, deployment, observed.service, observed.sidecar_config, observed.server_certificate
-        ),
-        rbac.check(
-            context,
-            observed.service_account,
-            observed.roles,
-            observed.role_bindings,
-            observed.cluster_role_bindings,
-        ),
-        storage.check(context, deployment, observed.pvc),
-        residency.check(context, deployment),
-        pod_security.check(deployment, observed.pods),
-    ]
+def parse_status(stored: Mapping[str, Any] | None) -> SecureModelDeploymentStatus:
+    """The stored status, or an empty one when it is not what the operator writes (edited by hand, or
+    stored under another version of the CRD): it is then rebuilt, never trusted."""
+    try:
+        return SecureModelDeploymentStatus.model_validate(dict(stored or {}))
+    except ValidationError:
+        return SecureModelDeploymentStatus()
 
 
 @dataclass(frozen=True)
 class Summary:
-    phase: str
+    phase: Phase
     reason: str
     message: str
 
@@ -119,35 +118,39 @@ def summarize(
     return _rollout(context, deployment)
 
 
+def _shorten(message: str) -> str:
+    return message if len(message) <= MAX_MESSAGE else message[: MAX_MESSAGE - 3] + "..."
+
+
 def condition(
-    previous: dict[str, Any] | None,
+    previous: SecureModelDeploymentStatus,
     kind: str,
     ok: bool,
     reason: str,
     message: str,
     generation: int,
     now: datetime,
-) -> dict[str, Any]:
+) -> Condition:
     """A condition; its lastTransitionTime moves only when its status does."""
     status = "True" if ok else "False"
-    before = {item["type"]: item for item in (previous or {}).get("conditions") or []}.get(kind)
-    unchanged = before is not None and before.get("status") == status
-    return {
-        "type": kind,
-        "status": status,
-        "reason": reason,
-        "message": message,
-        "lastTransitionTime": before["lastTransitionTime"] if unchanged and before else rfc3339(now),
-        "observedGeneration": generation,
-    }
+    before = next((item for item in previous.conditions if item.type == kind), None)
+    unchanged = before is not None and before.status == status
+    return Condition(
+        type=kind,
+        status=status,
+        reason=reason,
+        message=_shorten(message),
+        last_transition_time=before.last_transition_time if unchanged and before else rfc3339(now),
+        observed_generation=generation,
+    )
 
 
 def invalid_spec_status(
-    previous: dict[str, Any] | None, message: str, generation: int, now: datetime
-) -> dict[str, Any]:
-    """For a stored spec that does not match the API: nothing was judged, so no verdicts are claimed."""
-    ready = condition(previous, READY, False, "InvalidSpec", message, generation, now)
-    return {"observedGeneration": generation, "phase": "Blocked", "conditions": [ready]}
+    previous: SecureModelDeploymentStatus, message: str, generation: int, now: datetime
+) -> SecureModelDeploymentStatus:
+    """For a stored object that does not match the API: nothing was judged, so no verdicts are claimed."""
+    ready = condition(previous, READY, False, INVALID_SPEC, message, generation, now)
+    return SecureModelDeploymentStatus(observed_generation=generation, phase="Blocked", conditions=[ready])
 
 
 def _compliance(results: Sequence[ControlResult]) -> tuple[bool, str, str]:
@@ -160,14 +163,27 @@ def _compliance(results: Sequence[ControlResult]) -> tuple[bool, str, str]:
     return True, "AllControlsPass", f"all {len(results)} controls pass"
 
 
+def blocked_status(
+    context: Context, summary: Summary, previous: SecureModelDeploymentStatus
+) -> SecureModelDeploymentStatus:
+    """A Blocked SMD claims no verdicts it did not judge: Ready is False with the reason; the rest of
+    the previous status (the verdicts on what still runs) stays as it was until the SMD is unblocked."""
+    generation, now = context.owner.generation, context.now
+    ready = condition(previous, READY, False, summary.reason, summary.message, generation, now)
+    others = [item for item in previous.conditions if item.type != READY]
+    return previous.model_copy(
+        update={"observed_generation": generation, "phase": "Blocked", "conditions": [ready, *others]}
+    )
+
+
 def build_status(
     context: Context,
     results: Sequence[ControlResult],
     summary: Summary,
-    previous: dict[str, Any] | None,
+    previous: SecureModelDeploymentStatus,
     deployment: Manifest | None,
     certificate: CertificateInfo | None,
-) -> dict[str, Any]:
+) -> SecureModelDeploymentStatus:
     compliant, compliance_reason, compliance_message = _compliance(results)
     generation, now = context.owner.generation, context.now
     conditions = [
@@ -188,24 +204,26 @@ def build_status(
             for result in results
         ),
     ]
-    status: dict[str, Any] = {
-        "observedGeneration": context.owner.generation,
-        "phase": summary.phase,
-        "compliant": compliant,
-        "image": image_digest.short_image(_running_image(deployment) or context.spec.model.image),
-        "conditions": conditions,
-        "controls": [
-            {"name": result.name, "status": result.status, "reason": result.reason, "message": result.message}
+    return SecureModelDeploymentStatus(
+        observed_generation=generation,
+        phase=summary.phase,
+        compliant=compliant,
+        image=image_digest.short_image(_running_image(deployment) or context.spec.model.image),
+        conditions=conditions,
+        controls=[
+            ControlState(
+                name=result.name, status=result.status, reason=result.reason, message=_shorten(result.message)
+            )
             for result in results
         ],
-    }
-    if certificate is not None:
-        status["certificate"] = {
-            "notAfter": rfc3339(certificate.not_after),
-            "serialNumber": certificate.serial_number,
-            "sha256Fingerprint": certificate.sha256_fingerprint,
-        }
-    return status
+        certificate=CertificateStatus(
+            not_after=rfc3339(certificate.not_after),
+            serial_number=certificate.serial_number,
+            sha256_fingerprint=certificate.sha256_fingerprint,
+        )
+        if certificate is not None
+        else None,
+    )
 
 
 def _running_image(deployment: Manifest | None) -> str | None:
@@ -224,21 +242,26 @@ class Event:
     message: str
 
 
-def transitions(previous: dict[str, Any] | None, current: dict[str, Any]) -> list[Event]:
+def transitions(previous: SecureModelDeploymentStatus, current: SecureModelDeploymentStatus) -> list[Event]:
     """Events only for changes, so a steady state sends none."""
-    before = previous or {}
     events = []
-    if before.get("phase") != current["phase"]:
-        ready = next(item for item in current["conditions"] if item["type"] == READY)
-        kind = "Normal" if current["phase"] in ("Ready", "Progressing") else "Warning"
-        events.append(Event(kind, ready["reason"], f"{current['phase']}: {ready['message']}"))
-    old_controls = {item["name"]: item for item in before.get("controls") or []}
-    for control in current["controls"]:
-        old = old_controls.get(control["name"])
-        if old is not None and old["status"] == control["status"]:
+    ready = next((item for item in current.conditions if item.type == READY), None)
+    before_ready = next((item for item in previous.conditions if item.type == READY), None)
+    changed_phase = previous.phase != current.phase
+    # A Blocked SMD that stays Blocked for another reason is news too; for the same one it is not.
+    changed_block = current.phase == "Blocked" and (
+        before_ready is None or ready is None or before_ready.reason != ready.reason
+    )
+    if ready is not None and (changed_phase or changed_block):
+        kind = "Normal" if current.phase in ("Ready", "Progressing") else "Warning"
+        events.append(Event(kind, ready.reason, f"{current.phase}: {ready.message}"))
+    old_controls = {item.name: item for item in previous.controls}
+    for control in current.controls:
+        old = old_controls.get(control.name)
+        if old is not None and old.status == control.status:
             continue
-        if old is None and control["status"] == "Pass":
+        if old is None and control.status == "Pass":
             continue  # a new SMD passing is not news
-        kind = "Normal" if control["status"] == "Pass" else "Warning"
-        events.append(Event(kind, f"Control{control['status']}", f"{control['name']}: {control['message']}"))
+        kind = "Normal" if control.status == "Pass" else "Warning"
+        events.append(Event(kind, f"Control{control.status}", f"{control.name}: {control.message}"))
     return events

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from securemodels.api.v1alpha1 import HEALTH_PORT, SECRET_FILES_DIR, EnvVar
-from securemodels.desired import naming
+from securemodels.api.v1alpha1 import HEALTH_PORT, RESERVED_ENV_PREFIX, SCRATCH_DIR, SECRET_FILES_DIR, EnvVar
+from securemodels.desired import canonical, naming
 from securemodels.desired.controls import image_digest, mtls, pod_security, residency, storage
 from securemodels.desired.model import Context, Manifest
 from securemodels.desired.nginx import MODEL_HEALTH_PATH
 
 SCRATCH_VOLUME = "scratch"
-BIND_ADDRESS_ENV = "SECUREMODELS_BIND_ADDRESS"
-PORT_ENV = "SECUREMODELS_PORT"
+BIND_ADDRESS_ENV = f"{RESERVED_ENV_PREFIX}BIND_ADDRESS"
+PORT_ENV = f"{RESERVED_ENV_PREFIX}PORT"
 
 
 def _env(variable: EnvVar) -> dict[str, Any]:
@@ -32,7 +32,7 @@ def _secret_volume(name: str) -> str:
 def model_container(context: Context) -> dict[str, Any]:
     model = context.spec.model
     probe = {"httpGet": {"path": MODEL_HEALTH_PATH, "port": HEALTH_PORT}}
-    mounts: list[dict[str, Any]] = [{"name": SCRATCH_VOLUME, "mountPath": "/tmp"}]
+    mounts: list[dict[str, Any]] = [{"name": SCRATCH_VOLUME, "mountPath": SCRATCH_DIR}]
     if context.spec.storage is not None:
         mounts.append({"name": storage.VOLUME, "mountPath": context.spec.storage.mount_path})
     mounts += [
@@ -42,7 +42,7 @@ def model_container(context: Context) -> dict[str, Any]:
     container: dict[str, Any] = {
         "name": image_digest.MODEL_CONTAINER,
         "image": model.image,
-        "imagePullPolicy": "Always",
+        "imagePullPolicy": context.config.image_pull_policy,
         "env": [
             {"name": BIND_ADDRESS_ENV, "value": "127.0.0.1"},
             {"name": PORT_ENV, "value": str(model.port)},
@@ -87,7 +87,7 @@ def deployment(context: Context, server: mtls.ServerTLS) -> Manifest:
         for item in context.spec.model.secret_files
     ]
     pod: dict[str, Any] = {
-        "serviceAccountName": owner.name,
+        "serviceAccountName": context.names.service_account.name,
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
         "securityContext": pod_security.pod_security_context(),
@@ -99,7 +99,7 @@ def deployment(context: Context, server: mtls.ServerTLS) -> Manifest:
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": naming.metadata(owner, owner.name, "model"),
+        "metadata": naming.metadata(owner, context.names.deployment, "model"),
         "spec": {
             "replicas": context.spec.model.replicas,
             "revisionHistoryLimit": 3,
@@ -114,3 +114,26 @@ def deployment(context: Context, server: mtls.ServerTLS) -> Manifest:
             },
         },
     }
+
+
+def with_template_mac(
+    deployment: Manifest, key: bytes, canonical_deployment: Manifest
+) -> tuple[Manifest, Manifest]:
+    """The Deployment and its canonical form, both with the template stamped by an HMAC of the
+    canonical pod spec: pods made from it can be told apart from pods made from anyone else's template.
+    The stamp is an annotation, outside the spec it covers."""
+    mac = canonical.template_mac(key, canonical_deployment["spec"]["template"]["spec"])
+
+    def stamped(manifest: Manifest) -> Manifest:
+        template = manifest["spec"]["template"]
+        metadata = template.get("metadata") or {}
+        annotations = {**(metadata.get("annotations") or {}), canonical.TEMPLATE_MAC_ANNOTATION: mac}
+        return {
+            **manifest,
+            "spec": {
+                **manifest["spec"],
+                "template": {**template, "metadata": {**metadata, "annotations": annotations}},
+            },
+        }
+
+    return stamped(deployment), stamped(canonical_deployment)

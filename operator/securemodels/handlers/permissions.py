@@ -22,33 +22,41 @@ class Permission:
         return f"{verb} {resource}" + (f" in namespace {namespace}" if namespace else " (cluster-wide)")
 
 
-# In the namespaces the operator manages (or cluster-wide when it manages all of them).
+# In the namespaces the operator manages (or cluster-wide when it manages all of them). Children are
+# created with POST and replaced with PUT (never patched), and watched into caches.
+_WATCHED = ("get", "list", "watch")
 NAMESPACED = (
+    # update and patch of SMDs are never used: they are held because the deployer Role grants them, and
+    # RBAC lets no one grant what they do not hold.
     Permission(v1alpha1.GROUP, v1alpha1.PLURAL, ("get", "list", "watch", "update", "patch")),
     Permission(v1alpha1.GROUP, f"{v1alpha1.PLURAL}/status", ("get", "patch")),
-    Permission("apps", "deployments", ("get", "list", "watch", "create", "patch")),
-    Permission("", "services", ("get", "create", "patch")),
-    Permission("", "serviceaccounts", ("get", "create", "patch")),
-    Permission("", "configmaps", ("get", "list", "create", "patch", "delete")),
-    Permission("", "secrets", ("get", "list", "create", "patch", "delete")),
-    Permission("", "persistentvolumeclaims", ("get", "list", "create", "patch", "delete")),
-    Permission("networking.k8s.io", "networkpolicies", ("get", "list", "create", "patch")),
-    Permission("rbac.authorization.k8s.io", "roles", ("get", "list", "create", "patch", "delete")),
-    Permission("rbac.authorization.k8s.io", "rolebindings", ("get", "list", "create", "patch", "delete")),
+    Permission("apps", "deployments", (*_WATCHED, "create", "update")),
+    Permission("apps", "replicasets", ("list", "watch")),
+    Permission("", "services", (*_WATCHED, "create", "update")),
+    Permission("", "serviceaccounts", (*_WATCHED, "create", "update")),
+    Permission("", "configmaps", (*_WATCHED, "create", "update", "delete")),
+    Permission("", "secrets", (*_WATCHED, "create", "update", "delete")),
+    Permission("", "persistentvolumeclaims", (*_WATCHED, "create", "update", "delete")),
+    Permission("networking.k8s.io", "networkpolicies", (*_WATCHED, "create", "update")),
+    Permission("rbac.authorization.k8s.io", "roles", (*_WATCHED, "create", "update", "delete")),
+    Permission("rbac.authorization.k8s.io", "rolebindings", (*_WATCHED, "create", "update", "delete")),
     Permission("", "events", ("create",)),
-    # Pods: the operator lists them to find strays with the model's labels, and must hold what it grants
-    # to viewers (RBAC forbids escalation).
-    Permission("", "pods", ("get", "list", "watch")),
+    # Pods: watched to judge what runs, and held so that viewers may be granted them.
+    Permission("", "pods", _WATCHED),
     Permission("", "pods/log", ("get",)),
 )
 CLUSTER = (
-    Permission("rbac.authorization.k8s.io", "clusterrolebindings", ("list",)),
-    Permission("storage.k8s.io", "storageclasses", ("get",)),
-    Permission("", "nodes", ("list",)),
-    Permission("", "namespaces", ("get",)),
+    Permission("rbac.authorization.k8s.io", "clusterrolebindings", ("list", "watch")),
+    Permission("rbac.authorization.k8s.io", "clusterroles", ("list", "watch")),
+    Permission("storage.k8s.io", "storageclasses", ("list", "watch")),
+    Permission("", "nodes", ("list", "watch")),
+    Permission("", "namespaces", ("list", "watch")),
+    # The authorizer's answer about each model's account (the rbac control).
+    Permission("authorization.k8s.io", "subjectaccessreviews", ("create",)),
 )
-# In the operator's own namespace: the CA Secret.
+# In the operator's own namespace: the CA Secret, its ledger, the template key, and Events about them.
 OWN_NAMESPACE = (
-    Permission("", "secrets", ("get", "create", "patch")),
-    Permission("", "events", ("create",)),  # Events about the CA Secret
+    Permission("", "secrets", (*_WATCHED, "create", "update")),
+    Permission("", "configmaps", (*_WATCHED, "create", "update")),
+    Permission("", "events", ("create",)),
 )

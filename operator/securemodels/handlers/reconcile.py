@@ -1,7 +1,13 @@
-"""One level-based reconcile of one SMD: read, decide (pure), write what differs, report.
+"""One level-based reconcile of one SMD: read (from the caches), decide (pure), write what differs,
+judge, report.
 
-Every pass computes the whole desired state from the spec and compares it with what is live, so it does
-not matter which event triggered it, or whether the previous pass was interrupted half-way.
+The order is what keeps the promises. Nothing is written while anything blocks the SMD: a name someone
+else holds, a preflight of any control, a missing reference, or a refusal by the API server of any object
+it would write (every write is tried as a server-side dry run first). Objects are created with POST and
+replaced whole with PUT at the version that was judged, so nothing is adopted and nothing changed
+meanwhile is overwritten. Drift is judged against the canonical form of the operator's own last write,
+so whatever anyone else added, removed or changed is found and removed, and reported until the next
+resync sees it repaired.
 """
 
 from __future__ import annotations
@@ -9,7 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -18,46 +24,99 @@ from pydantic import ValidationError
 from securemodels import desired, metrics
 from securemodels.api import v1alpha1
 from securemodels.config import OperatorConfig
-from securemodels.desired import certificates, naming
+from securemodels.desired import canonical, certificates, judging, naming, workload
 from securemodels.desired import status as status_rules
-from securemodels.desired.compare import carries
-from securemodels.desired.model import Blocker, Context, ControlResult, Manifest, Observed
-from securemodels.handlers.ca import CAStore
+from securemodels.desired.controls import mtls, storage
+from securemodels.desired.model import Blocker, Context, ControlResult, Manifest, Observed, Permissions
+from securemodels.desired.naming import ChildRef
+from securemodels.handlers.keys import OperatorKeys
 from securemodels.k8s import events, read
+from securemodels.k8s.access import AccessReviews
+from securemodels.k8s.cache import without_managed_fields
 from securemodels.k8s.client import Kube, KubeError
-from securemodels.pki import CertificateInfo
+from securemodels.pki import CertificateInfo, KeyPair
 
 log = logging.getLogger(__name__)
 Clock = Callable[[], datetime]
+REFUSED = "RefusedByAPIServer"
+NAME_TAKEN = "NameTaken"
+REFERENCE_NOT_FOUND = "ReferenceNotFound"
+# A Blocked SMD whose objects the API server refused is tried again this much later, doubling up to the
+# cap: the refusal may have been lifted (a quota raised, a webhook fixed), but retrying costs requests.
+MAX_REFUSAL_BACKOFF = 600.0
 
 
 @dataclass(frozen=True)
 class Outcome:
-    """What the worker should do next: look again after `requeue_after` seconds (None: at resync)."""
+    """What the worker should do next: look again after `requeue_after` seconds (None: at resync).
+    `repaired`: drift was put right, and its verdict should stand until the next resync."""
 
     phase: str
     status: dict[str, Any]
     requeue_after: float | None = None
+    repaired: bool = False
+
+
+class Refused(Exception):
+    """The API server refused an object the operator built: the SMD is Blocked with its message."""
+
+    def __init__(self, ref: ChildRef, error: KubeError) -> None:
+        super().__init__(f"{ref.kind} {ref.name}: {error}")
+        self.error = error
 
 
 def owner_of(body: Mapping[str, Any]) -> naming.Owner:
     metadata = body["metadata"]
     return naming.Owner(
-        name=metadata["name"],
-        namespace=metadata["namespace"],
-        uid=metadata["uid"],
-        generation=int(metadata.get("generation", 0)),
+        name=str(metadata["name"]),
+        namespace=str(metadata["namespace"]),
+        uid=str(metadata["uid"]),
+        generation=int(metadata.get("generation") or 0),
     )
 
 
+@dataclass
+class _Write:
+    ref: ChildRef
+    manifest: Manifest  # what to send: a whole object
+    create: bool
+    drift: tuple[str, ...] = ()  # what someone else had changed, when that is why it is written
+
+
+@dataclass
+class _Pending:
+    """Certificates issued for an SMD whose objects were not written yet: reused, so that a refused SMD
+    costs no new key per attempt, and announced once they are delivered."""
+
+    server: KeyPair | None = None
+    clients: dict[str, KeyPair] = field(default_factory=dict)
+    notes: list[tuple[str, str]] = field(default_factory=list)  # (Event type, message)
+
+
 class Reconciler:
-    def __init__(self, kube: Kube, config: OperatorConfig, clock: Clock) -> None:
-        self.kube = kube
-        self.config = config
-        self.clock = clock
-        self.ca = CAStore(kube, config)
-        # A binding that grants the model's account permissions shows up within half a resync.
-        self.cluster_role_bindings = read.SharedList("ClusterRoleBinding", ttl=config.resync_seconds / 2)
+    def __init__(
+        self,
+        kube: Kube,
+        caches: read.Caches,
+        config: OperatorConfig,
+        clock: Clock,
+        keys: OperatorKeys,
+        reviews: AccessReviews,
+    ) -> None:
+        self.kube, self.caches, self.config, self.clock = kube, caches, config, clock
+        self.keys, self.reviews = keys, reviews
+        # Per SMD uid and child: (desired stamp, the object as the server stored the operator's write).
+        self.canonical: dict[str, dict[ChildRef, tuple[str, Manifest]]] = {}
+        self._references: dict[str, tuple[int, tuple[str, ...]]] = {}  # key -> (generation, missing)
+        self._refusals: dict[str, int] = {}
+        self._pending: dict[str, _Pending] = {}
+        self._written: dict[str, tuple[dict[str, Any], float]] = {}  # status last written, and when
+
+    def forget(self, key: str, uid: str | None) -> None:
+        for store in (self._references, self._refusals, self._pending, self._written):
+            store.pop(key, None)
+        if uid is not None:
+            self.canonical.pop(uid, None)
 
     async def reconcile(self, body: Mapping[str, Any]) -> Outcome:
         started = time.monotonic()
@@ -66,193 +125,417 @@ class Reconciler:
         finally:
             metrics.RECONCILE_DURATION.observe(time.monotonic() - started)
 
+    # -- the steps ---------------------------------------------------------------------------------
+
     async def _reconcile(self, body: Mapping[str, Any]) -> Outcome:
         owner = owner_of(body)
-        previous: dict[str, Any] = dict(body.get("status") or {})
+        stored = dict(body.get("status") or {}) if isinstance(body.get("status"), Mapping) else {}
+        previous = status_rules.parse_status(stored)
         if body["metadata"].get("deletionTimestamp"):
             # Going away (someone else's finalizer holds it): restoring its children would fight the deletion.
-            return Outcome(str(previous.get("phase", "Blocked")), previous)
+            return Outcome(previous.phase or "Blocked", stored)
         now = self.clock()
+        problem = v1alpha1.name_problem(owner.name)
         try:
             spec = v1alpha1.SecureModelDeploymentSpec.model_validate(body.get("spec") or {})
         except ValidationError as error:
-            return await self._blocked_without_spec(owner, previous, error, now)
+            problem = "; ".join(item for item in (problem, v1alpha1.describe(error)) if item)
+        if problem:
+            return await self._invalid(owner, stored, previous, problem, now)
 
-        context = Context(owner=owner, spec=spec, config=self.config, now=now)
-        context = replace(
-            context, facts=await read.facts(self.kube, context, desired.referenced_objects(context))
+        context = Context(
+            owner=owner, spec=spec, config=self.config, now=now, template_key=await self.keys.template_key()
         )
-        observed, tls_secret = await read.observe(self.kube, owner, self.cluster_role_bindings)
-        blockers = desired.preflight(context, observed)
-        notes: list[str] = []
-        warnings: list[str] = []
-        judged, drifted = observed, False
-        next_renewal: datetime | None = None
-        if not blockers:
-            try:
-                ca = await self.ca.current(now)
-                plan = certificates.plan(
-                    context, ca, read.key_pair(tls_secret), await read.client_secrets(self.kube, context)
-                )
-                notes += plan.issued
-                warnings += plan.replaced
-                next_renewal = plan.next_renewal
-                want = desired.build(context, plan.server, plan.clients)
-                # Unchanged spec and already realised: a difference now is someone else's doing.
-                steady = (
-                    previous.get("observedGeneration") == owner.generation
-                    and previous.get("phase") != "Blocked"
-                )
-                changed, drifted = await self._apply_owned(owner, want.owned, observed, tls_secret, steady)
-                changed |= await self._apply_remote(owner, want.remote)
-                changed |= await self._prune(owner, want.owned, observed)
-                if changed and not drifted:
-                    judged, _ = await read.observe(self.kube, owner, self.cluster_role_bindings)
-            except KubeError as error:
-                if error.code != 422:
-                    raise
-                # The API server refused an object we built from this spec: report it, do not retry hot.
-                blockers = (Blocker("RefusedByAPIServer", str(error)),)
+        missing = await self._missing_references(context, previous)
+        context = replace(context, facts=read.facts(self.caches, context, missing))
+        live = read.observe(self.caches, context)
+        blockers = self._blockers(context, live)
+        if blockers:
+            return await self._blocked(context, stored, previous, blockers)
+        try:
+            return await self._realise(context, stored, previous, live)
+        except Refused as refusal:
+            attempts = self._refusals.get(owner.key, 0)
+            self._refusals[owner.key] = attempts + 1
+            delay = min(MAX_REFUSAL_BACKOFF, self.config.resync_seconds * 2**attempts)
+            log.warning("%s: %s; trying again in %.0fs", owner.key, refusal, delay)
+            outcome = await self._blocked(context, stored, previous, (Blocker(REFUSED, str(refusal)),))
+            return replace(outcome, requeue_after=delay)
 
-        results = status_rules.judge(context, judged)
-        summary = status_rules.summarize(context, results, blockers, judged.deployment)
-        new_status = status_rules.build_status(
-            context, results, summary, previous, judged.deployment, judged.server_certificate
+    def _blockers(self, context: Context, live: Observed) -> tuple[Blocker, ...]:
+        found: list[Blocker] = []
+        if live.taken:
+            found.append(
+                Blocker(
+                    NAME_TAKEN,
+                    "objects with the names this SMD needs belong to someone else (left untouched): "
+                    + ", ".join(str(ref) for ref in live.taken),
+                )
+            )
+        found += judging.preflight(context, live)
+        if context.facts.missing_references:
+            found.append(
+                Blocker(
+                    REFERENCE_NOT_FOUND,
+                    "spec.model refers to objects that do not exist: "
+                    + ", ".join(context.facts.missing_references),
+                )
+            )
+        return tuple(found)
+
+    async def _missing_references(
+        self, context: Context, previous: v1alpha1.SecureModelDeploymentStatus
+    ) -> tuple[str, ...]:
+        """Asked of the API server once per generation, and at every pass while the SMD is blocked by
+        them (a Secret that appears is not watched)."""
+        key, generation = context.owner.key, context.owner.generation
+        known = self._references.get(key)
+        if known is not None and known[0] == generation and not known[1]:
+            return ()
+        missing = await read.missing_references(self.kube, context, desired.referenced_objects(context))
+        self._references[key] = (generation, missing)
+        return missing
+
+    async def _realise(
+        self,
+        context: Context,
+        stored: dict[str, Any],
+        previous: v1alpha1.SecureModelDeploymentStatus,
+        live: Observed,
+    ) -> Outcome:
+        owner, names = context.owner, context.names
+        ca = await self.keys.ca(context.now)
+        pending = self._pending.get(owner.key) or _Pending()
+        server_now = read.key_pair(live.get(names.tls_secret)) or pending.server
+        delivering = [
+            client for client in context.spec.mtls.clients if context.facts.delivers_to(client.namespace)
+        ]
+        clients_now = {
+            mtls.client_identity(client): read.key_pair(
+                live.get(names.client_secrets[mtls.client_identity(client)])
+            )
+            or pending.clients.get(mtls.client_identity(client))
+            for client in delivering
+        }
+        plan = certificates.plan(context, ca, server_now, clients_now)
+        pending = _Pending(
+            server=plan.server.pair,
+            clients=dict(plan.clients),
+            notes=[
+                *pending.notes,
+                *(("Normal", note) for note in plan.issued),
+                *(("Warning", note) for note in plan.replaced),
+            ],
         )
-        await self._write_status(owner, previous, new_status)
-        for event in status_rules.transitions(previous, new_status):
-            await events.post(
-                self.kube, events.about_smd(owner), event.type, event.reason, event.message, now
-            )
-        for note in notes:
-            await events.post(self.kube, events.about_smd(owner), "Normal", "CertificateIssued", note, now)
-        for warning in warnings:
-            await events.post(
-                self.kube, events.about_smd(owner), "Warning", "CertificateReplaced", warning, now
-            )
-        if drifted:
-            log.warning("%s/%s: drift corrected", owner.namespace, owner.name)
-        _export_metrics(owner, results, new_status, judged.server_certificate, next_renewal)
+        self._pending[owner.key] = pending
+
+        want = desired.build(context, plan.server, plan.clients).by_ref()
+        writes, drift, canonical_template = await self._plan_writes(context, live, want)
+        deletes = self._plan_deletes(context, live, want)
+        for write in writes:  # every write is tried first: a refusal leaves everything as it was
+            await self._send(owner, write, dry_run=True)
+        objects = dict(live.objects)
+        for write in writes:
+            objects[write.ref] = await self._send(owner, write, dry_run=False)
+            if write.drift:
+                metrics.DRIFT_CORRECTIONS.labels(kind=write.ref.kind).inc()
+                log.warning(
+                    "%s: %s was changed outside the operator (%s); restored",
+                    owner.key,
+                    write.ref,
+                    ", ".join(write.drift),
+                )
+        for ref, item in deletes:
+            await self._delete(owner, ref, item)
+            objects.pop(ref, None)
+        self._refusals.pop(owner.key, None)
+        self._pending.pop(owner.key, None)
+
+        judged = replace(
+            live,
+            objects=objects,
+            drift=drift,
+            canonical_template=canonical_template,
+            permissions=await self._permissions(owner),
+            server_certificate=read.certificate_of(objects.get(names.tls_secret)),
+            untrusted_ca_certificates=self.keys.untrusted,
+        )
+        results = judging.judge(context, judged)
+        summary = status_rules.summarize(context, results, (), objects.get(names.deployment))
+        new = status_rules.build_status(
+            context, results, summary, previous, objects.get(names.deployment), judged.server_certificate
+        )
+        await self._report(context, stored, previous, new)
+        for event_type, note in pending.notes:
+            reason = "CertificateIssued" if event_type == "Normal" else "CertificateReplaced"
+            await events.post(self.kube, events.about_smd(owner), event_type, reason, note, context.now)
+        _export_metrics(owner, results, new.as_object(), judged.server_certificate, plan.next_renewal)
         requeue = None
-        if next_renewal is not None and next_renewal > now:
+        if plan.next_renewal > context.now:
             # A due date in the past was not renewable yet (a leaf is cut at its CA's expiry): the next
             # CA takes over at a resync, so do not spin on it.
-            requeue = (next_renewal - now).total_seconds()
-        return Outcome(summary.phase, new_status, requeue)
+            requeue = (plan.next_renewal - context.now).total_seconds()
+        return Outcome(summary.phase, new.as_object(), requeue, repaired=bool(drift))
 
-    async def _apply_owned(
+    async def _permissions(self, owner: naming.Owner) -> Permissions | None:
+        try:
+            return await self.reviews.of(owner.namespace, owner.name)
+        except KubeError as error:
+            log.warning("%s: cannot ask the authorizer about the model's account: %s", owner.key, error)
+            return None
+
+    # -- deciding what to write -----------------------------------------------------------------------
+
+    def _canonical_of(self, owner: naming.Owner) -> dict[ChildRef, tuple[str, Manifest]]:
+        return self.canonical.setdefault(owner.uid, {})
+
+    async def _canonical(
+        self,
+        ref: ChildRef,
+        stamp: str,
+        manifest: Manifest,
+        live: Manifest | None,
+        last: tuple[str, Manifest] | None,
+    ) -> Manifest:
+        """The object as the server stores the operator's request: remembered from the last write, else
+        asked with a dry run (after a restart, or when the intent changed)."""
+        if last is not None and last[0] == stamp:
+            return last[1]
+        request = _replacing(manifest, live) if live is not None else manifest
+        try:
+            found = await (
+                self.kube.replace(request, dry_run=True)
+                if live is not None
+                else self.kube.create(request, dry_run=True)
+            )
+        except KubeError as error:
+            raise self._refusal(ref, error) from error
+        return without_managed_fields(found)
+
+    def _refusal(self, ref: ChildRef, error: KubeError) -> Exception:
+        if error.code == 0 or error.code in (409, 429) or error.code >= 502:
+            return error  # the connection, throttling, a race: retried with backoff, not a refusal
+        return Refused(ref, error)
+
+    async def _plan_writes(
+        self, context: Context, live: Observed, want: dict[ChildRef, Manifest]
+    ) -> tuple[list[_Write], dict[ChildRef, tuple[str, ...]], Manifest | None]:
+        """What to create or replace, and what someone else had changed or deleted since the operator's
+        last write (drift): any difference from the canonical form of that write, whatever the stamp
+        on the object says."""
+        remembered = self._canonical_of(context.owner)
+        writes: list[_Write] = []
+        drift: dict[ChildRef, tuple[str, ...]] = {}
+        canonical_template: Manifest | None = None
+        for ref, manifest in want.items():
+            current = live.get(ref)
+            stamp = desired.desired_hash(manifest) or ""
+            last = remembered.get(ref)
+            wanted: Manifest | None = None
+            if ref.kind == "Deployment":
+                base = await self._canonical(ref, stamp, manifest, current, last)
+                manifest, wanted = workload.with_template_mac(manifest, context.template_key, base)
+                manifest, wanted = _keep_restart(manifest, current), _keep_restart(wanted, current)
+                canonical_template = wanted["spec"]["template"]["spec"]
+            if current is None:
+                if last is not None:  # it was there, and the operator did not delete it
+                    drift[ref] = (judging.DELETED,)
+                writes.append(_Write(ref, manifest, create=True, drift=drift.get(ref, ())))
+                continue
+            if last is not None and (
+                found := tuple(canonical.object_differences(ref.kind, current, last[1]))
+            ):
+                drift[ref] = found
+            if desired.desired_hash(current) == stamp:
+                if wanted is None:
+                    wanted = await self._canonical(ref, stamp, manifest, current, last)
+                remembered[ref] = (stamp, wanted)
+                if ref not in drift and (
+                    found := tuple(canonical.object_differences(ref.kind, current, wanted))
+                ):
+                    drift[ref] = found
+                if ref not in drift:
+                    continue
+            writes.append(_Write(ref, _replacing(manifest, current), create=False, drift=drift.get(ref, ())))
+        return writes, drift, canonical_template
+
+    def _plan_deletes(
+        self, context: Context, live: Observed, want: dict[ChildRef, Manifest]
+    ) -> list[tuple[ChildRef, Manifest]]:
+        """Roles and bindings no longer declared, deliveries to clients no longer declared, and the
+        volume only when the SMD asks for it."""
+        names = context.names
+        found: list[tuple[ChildRef, Manifest]] = []
+        for ref in [*names.roles.values(), *names.role_bindings.values()]:
+            item = live.get(ref)
+            if item is not None and ref not in want:
+                found.append((ref, item))
+        for item in read.client_deliveries(self.caches, context.owner.uid):
+            ref = desired.ref_of(item)
+            if ref not in want and naming.owned_by(item, context.owner, ref):
+                found.append((ref, item))
+        claim = live.get(names.volume_claim)
+        if claim is not None and storage.claim_is_removed(context):
+            found.append((names.volume_claim, claim))
+        return found
+
+    # -- writing ------------------------------------------------------------------------------------
+
+    async def _send(self, owner: naming.Owner, write: _Write, *, dry_run: bool) -> Manifest:
+        try:
+            if write.create:
+                written = await self.kube.create(write.manifest, dry_run=dry_run)
+            else:
+                written = await self.kube.replace(write.manifest, dry_run=dry_run)
+        except KubeError as error:
+            if error.code == 409 and write.create and not dry_run:
+                raise  # someone created it meanwhile: the next pass sees whose it is
+            raise self._refusal(write.ref, error) from error
+        stripped = without_managed_fields(written)
+        if not dry_run:
+            self._canonical_of(owner)[write.ref] = (desired.desired_hash(write.manifest) or "", stripped)
+            self.caches[write.ref.kind].put(stripped)
+        return stripped
+
+    async def _delete(self, owner: naming.Owner, ref: ChildRef, item: Manifest) -> None:
+        """Only what the SMD owns, and only the very object judged: uid and resourceVersion are
+        preconditions, so an object replaced or changed meanwhile is left alone."""
+        metadata = item["metadata"]
+        log.info("%s: removing %s (no longer in the spec)", owner.key, ref)
+        try:
+            await self.kube.delete(
+                ref.kind,
+                ref.name,
+                ref.namespace,
+                uid=metadata.get("uid"),
+                resource_version=metadata.get("resourceVersion"),
+            )
+        except KubeError as error:
+            if error.code != 409:
+                raise
+            log.info("%s: %s changed before it could be removed; judging it again", owner.key, ref)
+        self._canonical_of(owner).pop(ref, None)
+
+    # -- reporting ----------------------------------------------------------------------------------
+
+    async def _report(
+        self,
+        context: Context,
+        stored: dict[str, Any],
+        previous: v1alpha1.SecureModelDeploymentStatus,
+        new: v1alpha1.SecureModelDeploymentStatus,
+    ) -> None:
+        last = self._written.get(context.owner.key)
+        # Transitions from what was last written: a status the server did not keep as written must not
+        # announce the same change at every pass.
+        before = status_rules.parse_status(last[0]) if last is not None else previous
+        await self._write_status(context.owner, stored, new.as_object())
+        for event in status_rules.transitions(before, new):
+            await events.post(
+                self.kube,
+                events.about_smd(context.owner),
+                event.type,
+                event.reason,
+                event.message,
+                context.now,
+            )
+
+    async def _write_status(self, owner: naming.Owner, stored: dict[str, Any], new: dict[str, Any]) -> None:
+        """Only a change is written. A status the API server keeps differently from what was written
+        (pruned by a CRD that does not know a field) is not written again before the next resync, so a
+        mismatch costs a write per period, never a loop."""
+        if stored == new:
+            return
+        last = self._written.get(owner.key)
+        if last is not None and last[0] == new and time.monotonic() - last[1] < self.config.resync_seconds:
+            return
+        patch = {**{key: None for key in stored.keys() - new.keys()}, **new}
+        await self.kube.patch_status(owner.name, owner.namespace, patch)
+        self._written[owner.key] = (new, time.monotonic())
+
+    async def _blocked(
+        self,
+        context: Context,
+        stored: dict[str, Any],
+        previous: v1alpha1.SecureModelDeploymentStatus,
+        blockers: tuple[Blocker, ...],
+    ) -> Outcome:
+        """Status and one Event; nothing else is written, no key is issued."""
+        summary = status_rules.Summary(
+            "Blocked", blockers[0].reason, "; ".join(item.message for item in blockers)
+        )
+        new = status_rules.blocked_status(context, summary, previous)
+        await self._report(context, stored, previous, new)
+        metrics.READY.labels(context.owner.namespace, context.owner.name).set(0)
+        return Outcome("Blocked", new.as_object())
+
+    async def _invalid(
         self,
         owner: naming.Owner,
-        manifests: tuple[Manifest, ...],
-        observed: Observed,
-        tls_secret: Manifest | None,
-        steady: bool,
-    ) -> tuple[bool, bool]:
-        """Apply what differs. Returns (anything written, drift found).
-
-        Drift: with the spec unchanged since the last pass, an object is missing, or carries our stamp
-        but not our fields: someone else deleted or edited it.
-        """
-        live = _live_children(observed, tls_secret)
-        changed = drifted = False
-        for manifest in manifests:
-            key = (manifest["kind"], manifest["metadata"]["name"])
-            current = live.get(key)
-            if current is not None and carries(current, manifest):
-                continue
-            if steady and (
-                current is None or desired.desired_hash(current) == desired.desired_hash(manifest)
-            ):
-                drifted = True
-                metrics.DRIFT_CORRECTIONS.labels(kind=key[0]).inc()
-                what = "was deleted" if current is None else "was changed"
-                log.warning(
-                    "%s/%s: %s %s %s outside the operator; restoring it",
-                    owner.namespace,
-                    owner.name,
-                    *key,
-                    what,
-                )
-            await self.kube.apply(manifest)
-            changed = True
-        return changed, drifted
-
-    async def _apply_remote(self, owner: naming.Owner, manifests: tuple[Manifest, ...]) -> bool:
-        wanted = {
-            (item["kind"], item["metadata"]["namespace"], item["metadata"]["name"]): item
-            for item in manifests
-        }
-        changed = False
-        existing = await read.remote_objects(self.kube, self.config.watch_namespaces, owner.uid)
-        live = {
-            (item["kind"], item["metadata"]["namespace"], item["metadata"]["name"]): item for item in existing
-        }
-        for key, manifest in wanted.items():
-            if key in live and carries(live[key], manifest):
-                continue
-            await self.kube.apply(manifest)
-            changed = True
-        for key in live.keys() - wanted.keys():
-            kind, namespace, name = key
-            log.info(
-                "%s/%s: removing %s %s/%s (client no longer declared)",
-                owner.namespace,
-                owner.name,
-                kind,
-                namespace,
-                name,
-            )
-            await self.kube.delete(kind, name, namespace)
-            changed = True
-        return changed
-
-    async def _prune(self, owner: naming.Owner, manifests: tuple[Manifest, ...], observed: Observed) -> bool:
-        wanted = {(item["kind"], item["metadata"]["name"]) for item in manifests}
-        owned = [
-            *observed.roles,
-            *(binding for binding in observed.role_bindings if read.owned_by(binding, owner)),
-            *([observed.pvc] if observed.pvc else []),
-        ]
-        changed = False
-        for item in owned:
-            key = (item["kind"], item["metadata"]["name"])
-            if key not in wanted:
-                log.info("%s/%s: removing %s %s (no longer in the spec)", owner.namespace, owner.name, *key)
-                await self.kube.delete(key[0], key[1], owner.namespace)
-                changed = True
-        return changed
-
-    async def _write_status(self, owner: naming.Owner, previous: dict[str, Any], new: dict[str, Any]) -> None:
-        if previous == new:
-            return
-        patch = {**{key: None for key in previous.keys() - new.keys()}, **new}
-        await self.kube.patch_status(owner.name, owner.namespace, patch)
-
-    async def _blocked_without_spec(
-        self, owner: naming.Owner, previous: dict[str, Any], error: ValidationError, now: datetime
+        stored: dict[str, Any],
+        previous: v1alpha1.SecureModelDeploymentStatus,
+        message: str,
+        now: datetime,
     ) -> Outcome:
         """The stored object does not match the API (it bypassed the schema): report, touch nothing."""
-        message = v1alpha1.describe(error)
         new = status_rules.invalid_spec_status(previous, message, owner.generation, now)
-        if new != previous:
-            await self._write_status(owner, previous, new)
-            await events.post(self.kube, events.about_smd(owner), "Warning", "InvalidSpec", message, now)
-        return Outcome("Blocked", new)
+        last = self._written.get(owner.key)
+        before = status_rules.parse_status(last[0]) if last is not None else previous
+        announced = any(
+            item.type == status_rules.READY
+            and item.reason == status_rules.INVALID_SPEC
+            and item.message == message
+            for item in before.conditions
+        )
+        await self._write_status(owner, stored, new.as_object())
+        if not announced:
+            await events.post(
+                self.kube, events.about_smd(owner), "Warning", status_rules.INVALID_SPEC, message, now
+            )
+        return Outcome("Blocked", new.as_object())
 
 
-def _live_children(observed: Observed, tls_secret: Manifest | None) -> dict[tuple[str, str], Manifest]:
-    items = [
-        observed.deployment,
-        observed.service,
-        observed.service_account,
-        observed.sidecar_config,
-        tls_secret,
-        observed.pvc,
-        *observed.network_policies,
-        *observed.roles,
-        *observed.role_bindings,
-    ]
-    return {(item["kind"], item["metadata"]["name"]): item for item in items if item is not None}
+def _replacing(manifest: Manifest, live: Manifest) -> Manifest:
+    """The whole object to PUT over `live`: the operator's fields, at the version that was judged,
+    keeping what others may keep on the object itself (its finalizers, foreign labels and annotations
+    of the object, not of its pods) and what the server allocated and will not change (a Service's
+    cluster IPs, a bound claim's volume)."""
+    live_metadata = live["metadata"]
+    metadata = dict(manifest["metadata"])
+    metadata["resourceVersion"] = live_metadata["resourceVersion"]
+    metadata["labels"] = {**(live_metadata.get("labels") or {}), **(metadata.get("labels") or {})}
+    metadata["annotations"] = {
+        **(live_metadata.get("annotations") or {}),
+        **(metadata.get("annotations") or {}),
+    }
+    if live_metadata.get("finalizers"):
+        metadata["finalizers"] = live_metadata["finalizers"]
+    metadata.setdefault("ownerReferences", [])
+    result = {**manifest, "metadata": metadata}
+    live_spec = live.get("spec") or {}
+    kept = {"Service": ("clusterIP", "clusterIPs", "ipFamilies"), "PersistentVolumeClaim": ("volumeName",)}
+    for key in kept.get(manifest["kind"], ()):
+        if key in live_spec:
+            result["spec"] = {**result["spec"], key: live_spec[key]}
+    return result
+
+
+def _keep_restart(manifest: Manifest, live: Manifest | None) -> Manifest:
+    """`kubectl rollout restart` only restarts the pods: its stamp on the template is kept."""
+    stamp = (
+        ((live or {}).get("spec") or {}).get("template", {}).get("metadata", {}).get("annotations") or {}
+    ).get(canonical.RESTARTED_AT_ANNOTATION)
+    if stamp is None:
+        return manifest
+    template = manifest["spec"]["template"]
+    annotations = {**template["metadata"].get("annotations", {}), canonical.RESTARTED_AT_ANNOTATION: stamp}
+    return {
+        **manifest,
+        "spec": {
+            **manifest["spec"],
+            "template": {**template, "metadata": {**template["metadata"], "annotations": annotations}},
+        },
+    }
 
 
 def _export_metrics(

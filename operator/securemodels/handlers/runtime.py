@@ -1,9 +1,15 @@
-"""The running operator: kopf's watch feeds a work queue; workers reconcile; a resync loop re-checks.
+"""The running operator: kopf's watch of SMDs and the watch-fed caches feed a work queue; workers
+reconcile; a resync loop re-checks everything once a period.
 
 kopf's low-level `on.event` handler stores nothing on the SMD (no annotations, no finalizer), so the
 user's object stays exactly as applied (Argo CD sees no drift), deletion is never blocked by the operator
 being down, and the reconcile stays level-based. Periodic resync replaces kopf timers, which would put a
 finalizer on every SMD.
+
+A change in a cache wakes only the SMDs it can affect: the owner of a child, the SMD a pod, policy or
+Service could select, the accounts a binding or role could grant to (whose authorizer answers are
+forgotten). After a pass repaired drift, the SMD's verdict stands until the next resync, so that the
+Fail is seen (status, metric, Event) before the repair is.
 """
 
 from __future__ import annotations
@@ -14,7 +20,8 @@ import itertools
 import logging
 import random
 import threading
-from collections.abc import Callable, Mapping
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,8 +34,10 @@ from securemodels.api import v1alpha1
 from securemodels.config import OperatorConfig
 from securemodels.desired import naming
 from securemodels.handlers import permissions
+from securemodels.handlers.keys import OperatorKeys
 from securemodels.handlers.reconcile import Clock, Reconciler
 from securemodels.k8s import read
+from securemodels.k8s.access import AccessReviews
 from securemodels.k8s.client import Credentials, Kube, KubeError, credentials_source, load_config
 from securemodels.server import HealthServer
 from securemodels.workqueue import WorkQueue
@@ -36,6 +45,10 @@ from securemodels.workqueue import WorkQueue
 log = logging.getLogger(__name__)
 MAX_BACKOFF = 300.0
 ORPHAN_SWEEP_EVERY = 10  # resync periods
+CONFLICT_RETRY = 0.2  # seconds
+# Groups every service account is in: a binding to them could grant to any model.
+_EVERY_ACCOUNT = ("system:serviceaccounts", "system:authenticated")
+_OWNED_KINDS = ("Deployment", "ServiceAccount", "ConfigMap", "Secret", "PersistentVolumeClaim", "Role")
 
 
 def utc_now() -> datetime:
@@ -54,49 +67,123 @@ class Operator:
     bodies: dict[str, dict[str, Any]] = field(default_factory=dict)
     uids: dict[str, str] = field(default_factory=dict)
     failures: dict[str, int] = field(default_factory=dict)
-    phases: dict[str, str] = field(default_factory=dict)
+    holding: set[str] = field(default_factory=set)  # verdicts standing until the next resync
+    backing_off: dict[str, float] = field(default_factory=dict)  # refused SMDs: when to try again
     missing_permissions: list[str] = field(default_factory=list)
     permissions_checked: bool = False
     watching: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:
-        self.reconciler = Reconciler(self.kube, self.config, self.clock)
+        self.caches = read.Caches(self.kube, self.config, self.on_change)
+        self.keys = OperatorKeys(self.kube, self.caches, self.config)
+        self.reviews = AccessReviews(self.kube)
+        self.reconciler = Reconciler(self.kube, self.caches, self.config, self.clock, self.keys, self.reviews)
+        self._by_uid: dict[str, str] = {}
+        self._by_namespace: dict[str, set[str]] = defaultdict(set)
 
     # -- feeding the queue ------------------------------------------------------------------------
 
     def on_smd_event(self, event_type: str | None, body: Mapping[str, Any]) -> None:
-        key = f"{body['metadata']['namespace']}/{body['metadata']['name']}"
+        metadata = body["metadata"]
+        key = f"{metadata['namespace']}/{metadata['name']}"
         known = self.bodies.get(key)
         if event_type == "DELETED":
             self.bodies.pop(key, None)
+            self._by_namespace[metadata["namespace"]].discard(key)
         else:
             self.bodies[key] = dict(body)
-            self.uids[key] = body["metadata"]["uid"]
+            self.uids[key] = metadata["uid"]
+            self._by_uid[metadata["uid"]] = key
+            self._by_namespace[metadata["namespace"]].add(key)
         metrics.MANAGED_RESOURCES.set(len(self.bodies))
         # Our own status writes come back as events too; only a new spec (generation) is news.
         unchanged_spec = (
             event_type != "DELETED"
             and known is not None
-            and known["metadata"]["uid"] == body["metadata"]["uid"]
-            and known["metadata"].get("generation") == body["metadata"].get("generation")
+            and known["metadata"]["uid"] == metadata["uid"]
+            and known["metadata"].get("generation") == metadata.get("generation")
         )
         if not unchanged_spec:
+            self.holding.discard(key)
+            self.backing_off.pop(key, None)
             self.queue.add(key)
 
-    def on_deployment_event(self, deployment: Mapping[str, Any]) -> None:
-        """A rollout moved on. Only news while the SMD waits for it: drift on a settled SMD is left to
-        the resync, so its verdict stays visible for a full period."""
-        metadata = deployment["metadata"]
-        key = f"{metadata['namespace']}/{(metadata.get('labels') or {}).get('app.kubernetes.io/instance')}"
-        if self.phases.get(key, "Progressing") == "Progressing":  # unknown yet: its first pass is running
-            self.queue.add(key)
+    def on_change(self, kind: str, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
+        """A cached object changed: wake the SMDs it can affect."""
+        for item in (old, new):
+            if item is None:
+                continue
+            for key in self._affected(kind, item):
+                if key in self.bodies and key not in self.holding and key not in self.backing_off:
+                    self.queue.add(key)
+
+    def _in_namespace(self, namespace: str) -> set[str]:
+        return set(self._by_namespace.get(namespace, ()))
+
+    def _affected(self, kind: str, item: Mapping[str, Any]) -> set[str]:
+        metadata = item["metadata"]
+        namespace = str(metadata.get("namespace") or "")
+        found = {self._by_uid[uid] for uid in read.owner_uids(item) if uid in self._by_uid}
+        if namespace == self.config.namespace and kind in ("Secret", "ConfigMap") and not found:
+            return set(self.bodies)  # the CA, its ledger or the template key
+        if kind in ("Service", "NetworkPolicy"):
+            for value in read.selected(kind, item):
+                instance = value.split("/", 1)[1]
+                found |= self._in_namespace(namespace) if instance == read.ANY else {value}
+        elif kind == "Pod":
+            found |= {f"{namespace}/{name}" for name in read.pod_model_names(item)}
+        elif kind in ("RoleBinding", "ClusterRoleBinding"):
+            found |= self._granted(read.subjects(item), namespace)
+        elif kind == "Role":
+            self.reviews.forget(namespace)
+            found |= self._in_namespace(namespace)
+        elif kind == "ClusterRole":
+            role = f"ClusterRole/{metadata['name']}"
+            for binding_kind in ("RoleBinding", "ClusterRoleBinding"):
+                for binding in self.caches[binding_kind].indexed(read.ROLE, role):
+                    found |= self._granted(
+                        read.subjects(binding), str(binding["metadata"].get("namespace") or "")
+                    )
+        elif kind == "Namespace":
+            found |= {
+                key for key, body in self.bodies.items() if metadata["name"] in _client_namespaces(body)
+            }
+        elif kind == "StorageClass":
+            found |= {key for key, body in self.bodies.items() if _storage_class(body) == metadata["name"]}
+        return found
+
+    def _granted(self, subjects: Iterable[str], namespace: str) -> set[str]:
+        """The SMDs whose accounts a binding's subjects reach; their authorizer answers are forgotten."""
+        found: set[str] = set()
+        for subject in subjects:
+            kind, _, name = subject.partition(":")
+            if kind == "sa":
+                account_namespace, _, account = name.partition("/")
+                found.add(f"{account_namespace}/{account}")
+                self.reviews.forget(account_namespace, account)
+            elif kind == "user" and name.startswith("system:serviceaccount:"):
+                account_namespace, _, account = name.removeprefix("system:serviceaccount:").partition(":")
+                found.add(f"{account_namespace}/{account}")
+                self.reviews.forget(account_namespace, account)
+            elif kind == "group" and name in _EVERY_ACCOUNT:
+                self.reviews.forget()
+                return set(self.bodies)
+            elif kind == "group" and name.startswith("system:serviceaccounts:"):
+                account_namespace = name.removeprefix("system:serviceaccounts:")
+                self.reviews.forget(account_namespace)
+                found |= self._in_namespace(account_namespace)
+        return found
 
     async def resync(self) -> None:
         """Re-check every SMD each period; sweep orphans at the first pass and every tenth after."""
         for rounds in itertools.count():
             await asyncio.sleep(self.config.resync_seconds)
+            self.holding.clear()
+            now = asyncio.get_running_loop().time()
             for key in list(self.bodies):
-                self.queue.add(key)
+                if self.backing_off.get(key, now) <= now:
+                    self.backing_off.pop(key, None)
+                    self.queue.add(key)
             try:
                 if self.missing_permissions:  # someone may have fixed the RBAC: readiness follows
                     await self.check_permissions()
@@ -108,6 +195,7 @@ class Operator:
     # -- working it off ---------------------------------------------------------------------------
 
     async def worker(self) -> None:
+        await self.caches.wait_synced()
         while True:
             key = await self.queue.get()
             try:
@@ -123,6 +211,12 @@ class Operator:
                 return
             outcome = await self.reconciler.reconcile(body)
         except KubeError as error:
+            if error.code == 409:
+                # An object changed between the read and the write (a controller's status update,
+                # mostly): the watch brings the new version; look again soon, without backing off.
+                log.info("reconcile of %s raced a change (%s); looking again", key, error)
+                self.queue.add_after(key, CONFLICT_RETRY)
+                return
             self._retry(key, "api" if error.transient else f"http{error.code}", error)
             return
         except Exception as error:
@@ -130,12 +224,18 @@ class Operator:
             self._retry(key, "internal", error)
             return
         self.failures.pop(key, None)
-        self.phases[key] = outcome.phase
+        self.queue.forget(key)  # retries still pending are moot, and must not cut a held verdict short
+        if outcome.repaired:
+            self.holding.add(key)
         current = self.bodies.get(key)
         if current is not None and current["metadata"]["uid"] == body["metadata"]["uid"]:
             # What we just wrote; the watch echoes it later, and a requeue must not act on older status.
             current["status"] = outcome.status
         if outcome.requeue_after is not None and outcome.requeue_after < self.config.resync_seconds:
+            self.queue.add_after(key, outcome.requeue_after)
+        elif outcome.requeue_after is not None and outcome.phase == "Blocked":
+            # A refused SMD waits for its backoff, not for the next resync or event.
+            self.backing_off[key] = asyncio.get_running_loop().time() + outcome.requeue_after
             self.queue.add_after(key, outcome.requeue_after)
 
     def _retry(self, key: str, reason: str, error: Exception) -> None:
@@ -151,35 +251,63 @@ class Operator:
         """The SMD is gone: its namespaced children go by garbage collection; remove the rest."""
         namespace, name = key.split("/", 1)
         self.queue.forget(key)
-        self.phases.pop(key, None)
+        self.holding.discard(key)
+        self.backing_off.pop(key, None)
         metrics.forget(namespace, name)
         uid = self.uids.get(key)
+        self.reconciler.forget(key, uid)
         if uid is not None:
-            for item in await read.remote_objects(self.kube, self.config.watch_namespaces, uid):
-                metadata = item["metadata"]
-                await self.kube.delete(item["kind"], metadata["name"], metadata["namespace"])
+            for item in read.client_deliveries(self.caches, uid):
+                await self._delete(item)
+            self._by_uid.pop(uid, None)
         self.uids.pop(key, None)  # only now: a failed deletion is retried with the uid
         self.failures.pop(key, None)
+
+    async def _delete(self, item: Mapping[str, Any]) -> None:
+        metadata = item["metadata"]
+        try:
+            await self.kube.delete(
+                item["kind"],
+                metadata["name"],
+                metadata.get("namespace"),
+                uid=metadata.get("uid"),
+                resource_version=metadata.get("resourceVersion"),
+            )
+        except KubeError as error:
+            if error.code != 409:
+                raise
+            log.info(
+                "%s %s/%s changed before it could be removed; left alone",
+                item["kind"],
+                metadata.get("namespace"),
+                metadata["name"],
+            )
 
     async def _sweep_orphans(self) -> None:
         """Client Secrets and CA bundles whose SMD was deleted while the operator was not running."""
         try:
-            items = await read.remote_objects(self.kube, self.config.watch_namespaces)
-            for item in items:
-                labels = item["metadata"].get("labels") or {}
-                name, namespace = (
-                    labels.get(naming.OWNER_NAME_LABEL),
-                    labels.get(naming.OWNER_NAMESPACE_LABEL),
-                )
-                if not name or not namespace:
-                    continue  # not labelled by us in full: not ours to judge
-                owner = await self.kube.get(v1alpha1.KIND, name, namespace)
-                if owner is None or owner["metadata"]["uid"] != labels[naming.OWNER_UID_LABEL]:
-                    metadata = item["metadata"]
-                    log.info(
-                        "removing orphaned %s %s/%s", item["kind"], metadata["namespace"], metadata["name"]
+            for kind in ("Secret", "ConfigMap"):
+                for item in self.caches[kind].all():
+                    labels = item["metadata"].get("labels") or {}
+                    if labels.get(naming.COMPONENT_LABEL) != naming.CLIENT_COMPONENT:
+                        continue
+                    name, namespace, uid = (
+                        labels.get(naming.OWNER_NAME_LABEL),
+                        labels.get(naming.OWNER_NAMESPACE_LABEL),
+                        labels.get(naming.OWNER_UID_LABEL),
                     )
-                    await self.kube.delete(item["kind"], metadata["name"], metadata["namespace"])
+                    if not name or not namespace or not uid or self.uids.get(f"{namespace}/{name}") == uid:
+                        continue  # not labelled by us in full, or its SMD is known
+                    owner = await self.kube.get(v1alpha1.KIND, name, namespace)
+                    if owner is None or owner["metadata"]["uid"] != uid:
+                        metadata = item["metadata"]
+                        log.info(
+                            "removing orphaned %s %s/%s",
+                            item["kind"],
+                            metadata["namespace"],
+                            metadata["name"],
+                        )
+                        await self._delete(item)
         except KubeError as error:
             log.warning("orphan sweep failed: %s", error)
 
@@ -219,11 +347,24 @@ class Operator:
     def readiness(self) -> tuple[bool, str]:
         if not self.permissions_checked:
             return False, "checking permissions"
-        if not self.watching.is_set():
-            return False, "starting to watch"
         if self.missing_permissions:
             return False, "missing permissions: " + "; ".join(self.missing_permissions)
+        if not self.caches.synced:
+            problems = self.caches.problems()
+            return False, "filling caches" + (": " + "; ".join(problems) if problems else "")
+        if not self.watching.is_set():
+            return False, "starting to watch"
         return True, "ok"
+
+
+def _client_namespaces(body: Mapping[str, Any]) -> set[str]:
+    clients = (((body.get("spec") or {}).get("mtls") or {}).get("clients")) or []
+    return {str(client.get("namespace")) for client in clients if isinstance(client, Mapping)}
+
+
+def _storage_class(body: Mapping[str, Any]) -> str | None:
+    storage = (body.get("spec") or {}).get("storage")
+    return str(storage.get("storageClassName")) if isinstance(storage, Mapping) else None
 
 
 def _connection_info(found: Credentials) -> kopf.ConnectionInfo:
@@ -252,10 +393,6 @@ def _configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     # Watch the SMD kind and the configured namespaces only: no listing of CRDs or namespaces, which the
     # chart does not grant (kopf would retry the 403s before it starts watching).
     settings.scanning.disabled = True
-    # Stream only the operator's own Deployments from the API server, not every Deployment in the cluster.
-    settings.watching.label_selectors["apps", "deployments"] = (
-        f"app.kubernetes.io/managed-by={naming.MANAGED_BY}"
-    )
 
 
 @kopf.on.login()
@@ -264,18 +401,12 @@ def _login(memo: kopf.Memo, **_: Any) -> kopf.ConnectionInfo:
     return _connection_info(operator.credentials())
 
 
-# Both handlers are coroutines so that kopf runs them on the event loop, which owns the work queue
-# (kopf runs plain functions in a thread pool).
+# A coroutine, so that kopf runs it on the event loop, which owns the work queue (kopf runs plain
+# functions in a thread pool).
 @kopf.on.event(v1alpha1.GROUP, v1alpha1.VERSION, v1alpha1.PLURAL)
 async def _smd_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     operator: Operator = memo["operator"]
     operator.on_smd_event(event.get("type"), event["object"])
-
-
-@kopf.on.event("apps", "v1", "deployments", labels={"app.kubernetes.io/managed-by": naming.MANAGED_BY})
-async def _deployment_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
-    operator: Operator = memo["operator"]
-    operator.on_deployment_event(event["object"])
 
 
 async def run(
@@ -294,7 +425,8 @@ async def run(
     if started is not None:
         operator.watching = started
     server = HealthServer(operator.readiness)
-    tasks = [asyncio.create_task(operator.worker()) for _ in range(config.workers)]
+    tasks = operator.caches.start()
+    tasks += [asyncio.create_task(operator.worker()) for _ in range(config.workers)]
     tasks.append(asyncio.create_task(operator.resync()))
     try:
         await server.start(http_port)

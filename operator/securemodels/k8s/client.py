@@ -7,8 +7,9 @@ benchmarks and tests know that a steady state writes nothing.
 
 from __future__ import annotations
 
+import builtins
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,8 @@ from typing import Any
 import httpx2
 from lightkube import ApiError, AsyncClient, KubeConfig, operators
 from lightkube.config.kubeconfig import SingleConfig
+from lightkube.core.exceptions import NotReadyError
+from lightkube.core.selector import build_selector
 from lightkube.generic_resource import create_global_resource, create_namespaced_resource
 from lightkube.types import PatchType
 
@@ -35,14 +38,17 @@ _KINDS: dict[str, tuple[str, str, str, bool]] = {
     "PersistentVolumeClaim": ("", "v1", "persistentvolumeclaims", True),
     "Event": ("", "v1", "events", True),
     "Pod": ("", "v1", "pods", True),
+    "ReplicaSet": ("apps", "v1", "replicasets", True),
     "NetworkPolicy": ("networking.k8s.io", "v1", "networkpolicies", True),
     "Role": ("rbac.authorization.k8s.io", "v1", "roles", True),
     "RoleBinding": ("rbac.authorization.k8s.io", "v1", "rolebindings", True),
     "ClusterRoleBinding": ("rbac.authorization.k8s.io", "v1", "clusterrolebindings", False),
+    "ClusterRole": ("rbac.authorization.k8s.io", "v1", "clusterroles", False),
     "StorageClass": ("storage.k8s.io", "v1", "storageclasses", False),
     "Node": ("", "v1", "nodes", False),
     "Namespace": ("", "v1", "namespaces", False),
     "SelfSubjectAccessReview": ("authorization.k8s.io", "v1", "selfsubjectaccessreviews", False),
+    "SubjectAccessReview": ("authorization.k8s.io", "v1", "subjectaccessreviews", False),
     v1alpha1.KIND: (v1alpha1.GROUP, v1alpha1.VERSION, v1alpha1.PLURAL, True),
 }
 _RESOURCES: dict[str, Any] = {
@@ -120,7 +126,12 @@ def credentials(config: KubeConfig) -> Credentials:
 
 
 class Kube:
-    """Thin async wrapper over lightkube that speaks dicts and counts writes."""
+    """Thin async wrapper over lightkube that speaks dicts and counts what it sends.
+
+    Children are written whole: created with POST (never adopting an object that appeared meanwhile)
+    and replaced with PUT at the resourceVersion that was judged (never overwriting an object that
+    changed meanwhile). Deletes carry the uid and resourceVersion that were judged as preconditions.
+    """
 
     def __init__(self, config: KubeConfig, timeout: float = 30.0) -> None:
         self._api = AsyncClient(config=config, field_manager=FIELD_MANAGER, timeout=httpx2.Timeout(timeout))
@@ -129,6 +140,7 @@ class Kube:
         await self._api.close()
 
     async def get(self, kind: str, name: str, namespace: str | None = None) -> dict[str, Any] | None:
+        metrics.API_REQUESTS.labels(verb="get", kind=kind).inc()
         try:
             found = await self._api.get(_RESOURCES[kind], name, namespace=namespace)
         except ApiError as error:
@@ -137,7 +149,22 @@ class Kube:
             raise _error(error) from error
         except httpx2.HTTPError as error:
             raise _error(error) from error
-        return dict(found)
+        return {"apiVersion": api_version(kind), "kind": kind, **dict(found)}
+
+    def _list(
+        self,
+        kind: str,
+        namespace: str | None,
+        labels: Mapping[str, Any] | None,
+        chunk_size: int | None = None,
+    ) -> Any:
+        selector = dict(labels) if labels else None
+        resource = _RESOURCES[kind]
+        if _KINDS[kind][3]:
+            return self._api.list(
+                resource, namespace=namespace or "*", labels=selector, chunk_size=chunk_size
+            )
+        return self._api.list(resource, labels=selector, chunk_size=chunk_size)
 
     async def list(
         self,
@@ -146,55 +173,117 @@ class Kube:
         labels: Mapping[str, Any] | None = None,
         limit: int | None = None,
     ) -> list[dict[str, Any]]:
+        found, _ = await self.list_with_version(kind, namespace, labels, limit)
+        return found
+
+    async def list_with_version(
+        self,
+        kind: str,
+        namespace: str | None = None,
+        labels: Mapping[str, Any] | None = None,
+        limit: int | None = None,
+    ) -> tuple[builtins.list[dict[str, Any]], str]:
+        """The objects, and the resourceVersion of the collection to watch from."""
+        metrics.API_REQUESTS.labels(verb="list", kind=kind).inc()
         try:
-            selector = dict(labels) if labels else None
-            resource = _RESOURCES[kind]
-            if _KINDS[kind][3]:
-                items = self._api.list(
-                    resource, namespace=namespace or "*", labels=selector, chunk_size=limit
-                )
-            else:
-                items = self._api.list(resource, labels=selector, chunk_size=limit)
-            found: list[dict[str, Any]] = []
+            items = self._list(kind, namespace, labels, chunk_size=limit or 500)
+            found: builtins.list[dict[str, Any]] = []
             async for item in items:
-                found.append({"apiVersion": _api_version(kind), "kind": kind, **item})
+                found.append({"apiVersion": api_version(kind), "kind": kind, **item})
                 if limit is not None and len(found) >= limit:
                     break
-            return found
+            version = items.resourceVersion if found or limit is None else ""
+            return found, version
+        except (ApiError, httpx2.HTTPError) as error:
+            raise _error(error) from error
+        except NotReadyError:
+            return [], ""
+
+    def watch(
+        self,
+        kind: str,
+        namespace: str | None,
+        labels: Mapping[str, Any] | None,
+        resource_version: str,
+        server_timeout: int,
+    ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        """Events after `resource_version`, with bookmarks so that a quiet watch can resume without a
+        relist; raises KubeError(410) when the version is too old (the caller relists)."""
+        metrics.API_REQUESTS.labels(verb="watch", kind=kind).inc()
+        resource = _RESOURCES[kind]
+        scope = (namespace or "*") if _KINDS[kind][3] else None
+        request = self._api._client.prepare_request(  # lightkube has no bookmark option
+            "list",
+            res=resource,
+            namespace=scope,
+            watch=True,
+            params={
+                "timeoutSeconds": server_timeout,
+                "resourceVersion": resource_version,
+                "allowWatchBookmarks": "true",
+                "labelSelector": build_selector(dict(labels)) if labels else None,
+            },
+        )
+        return self._events(kind, self._api._client.watch(request))
+
+    @staticmethod
+    async def _events(kind: str, stream: Any) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        try:
+            async for event_type, item in stream:
+                yield event_type, {"apiVersion": api_version(kind), "kind": kind, **dict(item)}
         except (ApiError, httpx2.HTTPError) as error:
             raise _error(error) from error
 
-    async def apply(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
-        """Server-side apply with force: the operator owns every field it sets."""
-        kind, metadata = manifest["kind"], manifest["metadata"]
-        metrics.API_WRITES.labels(verb="apply", kind=kind).inc()
+    async def create(self, manifest: Mapping[str, Any], *, dry_run: bool = False) -> dict[str, Any]:
+        """POST: fails with 409 when an object of that name exists, whoever made it."""
+        kind = manifest["kind"]
+        counter = metrics.API_DRY_RUNS if dry_run else metrics.API_WRITES
+        counter.labels(verb="create", kind=kind).inc()
         try:
-            applied = await self._api.patch(
-                _RESOURCES[kind],
+            created = await self._api.create(_RESOURCES[kind](dict(manifest)), dry_run=dry_run)
+        except (ApiError, httpx2.HTTPError) as error:
+            raise _error(error) from error
+        return {"apiVersion": api_version(kind), "kind": kind, **dict(created)}
+
+    async def replace(self, manifest: Mapping[str, Any], *, dry_run: bool = False) -> dict[str, Any]:
+        """PUT the whole object: fields anyone else added are gone afterwards. With
+        metadata.resourceVersion set, fails with 409 if the object changed since it was read."""
+        kind, metadata = manifest["kind"], manifest["metadata"]
+        counter = metrics.API_DRY_RUNS if dry_run else metrics.API_WRITES
+        counter.labels(verb="replace", kind=kind).inc()
+        try:
+            replaced = await self._api.replace(
+                _RESOURCES[kind](dict(manifest)),
                 metadata["name"],
-                dict(manifest),
                 namespace=metadata.get("namespace"),
-                patch_type=PatchType.APPLY,
-                force=True,
+                dry_run=dry_run,
             )
         except (ApiError, httpx2.HTTPError) as error:
             raise _error(error) from error
-        return dict(applied)
+        return {"apiVersion": api_version(kind), "kind": kind, **dict(replaced)}
 
-    async def create(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
-        kind = manifest["kind"]
-        metrics.API_WRITES.labels(verb="create", kind=kind).inc()
-        try:
-            created = await self._api.create(_RESOURCES[kind](dict(manifest)))
-        except (ApiError, httpx2.HTTPError) as error:
-            raise _error(error) from error
-        return dict(created)
-
-    async def delete(self, kind: str, name: str, namespace: str | None = None) -> bool:
-        """False when it was already gone."""
+    async def delete(
+        self,
+        kind: str,
+        name: str,
+        namespace: str | None = None,
+        *,
+        uid: str | None = None,
+        resource_version: str | None = None,
+    ) -> bool:
+        """False when it was already gone. `uid` and `resource_version` are preconditions: the API
+        server refuses (409) to delete an object that is not the one that was judged."""
         metrics.API_WRITES.labels(verb="delete", kind=kind).inc()
+        client = self._api._client  # lightkube's delete takes no preconditions
+        request = client.prepare_request("delete", res=_RESOURCES[kind], name=name, namespace=namespace)
+        preconditions = {
+            key: value for key, value in (("uid", uid), ("resourceVersion", resource_version)) if value
+        }
+        if preconditions:
+            request.data = {"apiVersion": "v1", "kind": "DeleteOptions", "preconditions": preconditions}
         try:
-            await self._api.delete(_RESOURCES[kind], name, namespace=namespace)
+            response = await client.send(client.build_adapter_request(request))  # type: ignore[no-untyped-call]
+            client.raise_for_status(response)  # type: ignore[no-untyped-call]
         except ApiError as error:
             if error.status.code == 404:
                 return False
@@ -217,6 +306,15 @@ class Kube:
         except (ApiError, httpx2.HTTPError) as error:
             raise _error(error) from error
 
+    async def review(self, body: Mapping[str, Any]) -> bool:
+        """A SubjectAccessReview: does the authorizer allow what the body asks?"""
+        metrics.API_ACCESS_REVIEWS.inc()
+        try:
+            result = await self._api.create(_RESOURCES["SubjectAccessReview"](dict(body)))
+        except (ApiError, httpx2.HTTPError) as error:
+            raise _error(error) from error
+        return bool(dict(result).get("status", {}).get("allowed"))
+
     async def allowed(self, verb: str, group: str, resource: str, namespace: str | None = None) -> bool:
         """SelfSubjectAccessReview: may the operator's own identity do this?"""
         review = {
@@ -232,6 +330,7 @@ class Kube:
                 }
             },
         }
+        metrics.API_ACCESS_REVIEWS.inc()
         try:
             result = await self._api.create(_RESOURCES["SelfSubjectAccessReview"](review))
         except (ApiError, httpx2.HTTPError) as error:
@@ -244,6 +343,6 @@ def credentials_source(config: KubeConfig) -> Callable[[], Credentials]:
     return lambda: credentials(config)
 
 
-def _api_version(kind: str) -> str:
+def api_version(kind: str) -> str:
     group, version, _, _ = _KINDS[kind]
     return f"{group}/{version}" if group else version

@@ -4,6 +4,8 @@
 terminates TLS 1.3, requires a client certificate from the operator's CA and admits only the identities
 declared in spec.mtls.clients; the model itself listens on localhost and the Service exposes only the
 TLS port. Certificates are rotated before expiry by replacing the pods, not by changing them in place.
+Judged on the sidecar's live configuration, the Service, the certificate, and every running pod: a pod
+without the sidecar serves the model in the clear.
 """
 
 from __future__ import annotations
@@ -11,26 +13,34 @@ from __future__ import annotations
 import base64
 import hashlib
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 from securemodels.api.v1alpha1 import HEALTH_PORT, TLS_PORT, MTLSClient
 from securemodels.desired import naming
 from securemodels.desired.controls import pod_security
-from securemodels.desired.model import Context, ControlResult, Manifest
+from securemodels.desired.controls.base import verdict
+from securemodels.desired.controls.image_digest import SIDECAR_CONTAINER
+from securemodels.desired.model import Blocker, Context, ControlResult, Manifest, Observed
 from securemodels.desired.nginx import SIDECAR_HEALTH_PATH, SidecarPaths, render_nginx_conf
-from securemodels.pki import CA_BUNDLE_KEY, CERT_KEY, PRIVATE_KEY_KEY, CertificateInfo, KeyPair
+from securemodels.pki import CA_BUNDLE_KEY, CERT_KEY, PRIVATE_KEY_KEY, KeyPair
 
 NAME = "mtls"
 CONDITION = "MTLSReady"
-SIDECAR = "mtls-proxy"
-TLS_PURPOSE = "tls"
-SIDECAR_PURPOSE = "sidecar"
+SIDECAR = SIDECAR_CONTAINER
 SERVICE_PORT = 443
 TLS_12 = "TLS12"
 CONFIG_DIR = "/etc/securemodels/nginx"
 CERTIFICATE_ANNOTATION = "securemodels.io/certificate-sha256"
 CONFIG_ANNOTATION = "securemodels.io/sidecar-config-sha256"
 SIDECAR_PATHS = SidecarPaths()
+TLS_VOLUME, CONFIG_VOLUME, TMP_VOLUME = "mtls-tls", "mtls-config", "mtls-tmp"
+
+
+class Reason(StrEnum):
+    MUTUAL_TLS = "MutualTLS"
+    NOT_ENFORCED = "MTLSNotEnforced"
+    TLS12 = TLS_12
 
 
 @dataclass(frozen=True)
@@ -47,7 +57,7 @@ class ServerTLS:
 
 def client_identity(client: MTLSClient) -> str:
     """The client certificate's CN, and the name the sidecar's allow-list admits."""
-    return f"{client.name}.{client.namespace}"
+    return naming.client_identity(client.name, client.namespace)
 
 
 def dns_names(context: Context) -> list[str]:
@@ -76,45 +86,33 @@ def _b64(data: bytes) -> str:
 
 
 def sidecar_config_map(context: Context) -> Manifest:
-    owner = context.owner
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": naming.metadata(owner, owner.child(SIDECAR_PURPOSE), "mtls"),
+        "metadata": naming.metadata(context.owner, context.names.sidecar_config, "mtls"),
         "data": {"nginx.conf": nginx_conf(context)},
     }
 
 
 def tls_secret(context: Context, server: ServerTLS) -> Manifest:
-    owner = context.owner
     data = {CA_BUNDLE_KEY: _b64(server.bundle_pem)}
     if server.pair is not None:
         data |= {CERT_KEY: _b64(server.pair.cert_pem), PRIVATE_KEY_KEY: _b64(server.pair.key_pem)}
     return {
         "apiVersion": "v1",
         "kind": "Secret",
-        "metadata": naming.metadata(owner, owner.child(TLS_PURPOSE), "mtls"),
+        "metadata": naming.metadata(context.owner, context.names.tls_secret, "mtls"),
         "type": "kubernetes.io/tls",
         "data": data,
     }
 
 
-def client_secret_name(context: Context, client: MTLSClient) -> str:
-    """Unambiguous across SMDs: namespaces and SMD names are DNS labels, so the dots separate them."""
-    return f"{context.owner.name}.{context.owner.namespace}.client-{client.name}"
-
-
-def ca_bundle_name(context: Context) -> str:
-    return f"{context.owner.name}.{context.owner.namespace}.ca-bundle"
-
-
 def client_secret(context: Context, client: MTLSClient, pair: KeyPair, bundle_pem: bytes) -> Manifest:
+    ref = context.names.client_secrets[client_identity(client)]
     return {
         "apiVersion": "v1",
         "kind": "Secret",
-        "metadata": naming.remote_metadata(
-            context.owner, client_secret_name(context, client), client.namespace, "mtls-client"
-        ),
+        "metadata": naming.metadata(context.owner, ref, naming.CLIENT_COMPONENT),
         "type": "kubernetes.io/tls",
         "data": {
             CERT_KEY: _b64(pair.cert_pem),
@@ -129,7 +127,9 @@ def ca_bundle_config_map(context: Context, namespace: str, bundle_pem: bytes) ->
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": naming.remote_metadata(context.owner, ca_bundle_name(context), namespace, "mtls-client"),
+        "metadata": naming.metadata(
+            context.owner, context.names.ca_bundles[namespace], naming.CLIENT_COMPONENT
+        ),
         "data": {CA_BUNDLE_KEY: bundle_pem.decode()},
     }
 
@@ -144,7 +144,7 @@ def sidecar_container(context: Context) -> dict[str, Any]:
     return {
         "name": SIDECAR,
         "image": context.config.sidecar_image,
-        "imagePullPolicy": "Always",
+        "imagePullPolicy": context.config.image_pull_policy,
         "command": ["nginx", "-e", "stderr", "-c", f"{CONFIG_DIR}/nginx.conf"],
         "ports": [
             {"name": "https", "containerPort": TLS_PORT, "protocol": "TCP"},
@@ -162,19 +162,19 @@ def sidecar_container(context: Context) -> dict[str, Any]:
             "failureThreshold": 3,
         },
         "volumeMounts": [
-            {"name": "mtls-tls", "mountPath": SIDECAR_PATHS.tls_dir, "readOnly": True},
-            {"name": "mtls-config", "mountPath": CONFIG_DIR, "readOnly": True},
-            {"name": "mtls-tmp", "mountPath": SIDECAR_PATHS.tmp_dir},
+            {"name": TLS_VOLUME, "mountPath": SIDECAR_PATHS.tls_dir, "readOnly": True},
+            {"name": CONFIG_VOLUME, "mountPath": CONFIG_DIR, "readOnly": True},
+            {"name": TMP_VOLUME, "mountPath": SIDECAR_PATHS.tmp_dir},
         ],
     }
 
 
 def sidecar_volumes(context: Context) -> list[dict[str, Any]]:
-    owner = context.owner
+    names = context.names
     return [
-        {"name": "mtls-tls", "secret": {"secretName": owner.child(TLS_PURPOSE), "defaultMode": 0o440}},
-        {"name": "mtls-config", "configMap": {"name": owner.child(SIDECAR_PURPOSE)}},
-        {"name": "mtls-tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}},
+        {"name": TLS_VOLUME, "secret": {"secretName": names.tls_secret.name, "defaultMode": 0o440}},
+        {"name": CONFIG_VOLUME, "configMap": {"name": names.sidecar_config.name}},
+        {"name": TMP_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}},
     ]
 
 
@@ -183,7 +183,7 @@ def service(context: Context) -> Manifest:
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": naming.metadata(owner, owner.name, "service"),
+        "metadata": naming.metadata(owner, context.names.service, "service"),
         "spec": {
             "type": "ClusterIP",
             "selector": naming.selector_labels(owner),
@@ -196,43 +196,41 @@ def weakenings(context: Context) -> tuple[str, ...]:
     return (TLS_12,) if context.spec.mtls.min_tls_version == "1.2" else ()
 
 
-def check(
-    context: Context,
-    deployment: Manifest | None,
-    live_service: Manifest | None,
-    sidecar_config: Manifest | None,
-    certificate: CertificateInfo | None,
-) -> ControlResult:
-    problems = []
-    if ((sidecar_config or {}).get("data") or {}).get("nginx.conf") != nginx_conf(context):
-        problems.append(
-            f"ConfigMap {context.owner.child(SIDECAR_PURPOSE)} does not hold the operator's nginx.conf"
-        )
+def preflight(context: Context, observed: Observed) -> Blocker | None:
+    return None
+
+
+def _sidecar_of(pod_spec: Manifest) -> dict[str, Any] | None:
+    return next((item for item in pod_spec.get("containers") or [] if item.get("name") == SIDECAR), None)
+
+
+def check(context: Context, observed: Observed) -> ControlResult:
+    names = context.names
+    problems = list(observed.findings.get(NAME, ()))
+    config = observed.get(names.sidecar_config)
+    if ((config or {}).get("data") or {}).get("nginx.conf") != nginx_conf(context):
+        problems.append(f"ConfigMap {names.sidecar_config.name} does not hold the operator's nginx.conf")
+    deployment = observed.get(names.deployment)
     if deployment is None:
         problems.append("the model's Deployment does not exist")
-    else:
-        containers = deployment["spec"]["template"]["spec"].get("containers") or []
-        sidecar = next((item for item in containers if item.get("name") == SIDECAR), None)
-        if sidecar is None:
-            problems.append(f"the pods have no {SIDECAR} sidecar")
-        elif sidecar.get("image") != context.config.sidecar_image:
-            problems.append(f"the {SIDECAR} sidecar runs {sidecar.get('image')}, not the configured image")
+    elif _sidecar_of(deployment["spec"]["template"]["spec"]) is None:
+        problems.append(f"the Deployment's pods have no {SIDECAR} sidecar")
+    for pod in observed.pods:
+        if _sidecar_of(pod.get("spec") or {}) is None:
+            problems.append(f"pod {pod['metadata']['name']} runs without the {SIDECAR} sidecar")
+    live_service = observed.get(names.service)
     if live_service is None:
-        problems.append(f"Service {context.owner.name} does not exist")
+        problems.append(f"Service {names.service.name} does not exist")
     else:
-        spec = live_service.get("spec") or {}
-        ports = spec.get("ports") or []
-        if spec.get("type", "ClusterIP") != "ClusterIP":
-            problems.append(f"Service {context.owner.name} is exposed as {spec.get('type')}")
+        ports = (live_service.get("spec") or {}).get("ports") or []
         if [(port.get("port"), port.get("targetPort")) for port in ports] != [(SERVICE_PORT, "https")]:
-            problems.append(f"Service {context.owner.name} exposes ports other than the TLS port")
+            problems.append(f"Service {names.service.name} exposes ports other than the TLS port")
+    certificate = observed.server_certificate
     if certificate is None:
-        problems.append(f"Secret {context.owner.child(TLS_PURPOSE)} holds no readable certificate")
+        problems.append(f"Secret {names.tls_secret.name} holds no readable certificate")
     elif certificate.not_after <= context.now:
         problems.append(f"the server certificate expired at {certificate.not_after.isoformat()}")
-    if problems:
-        return ControlResult(NAME, "Fail", "MTLSNotEnforced", "; ".join(problems))
-    if weakened := weakenings(context):
+    if not problems and (weakened := weakenings(context)):
         return ControlResult(
             NAME,
             "Weakened",
@@ -240,6 +238,10 @@ def check(
             "spec.mtls.minTLSVersion 1.2 accepts TLS 1.2 (AEAD ciphers only)",
             weakened,
         )
-    return ControlResult(
-        NAME, "Pass", "MutualTLS", "TLS 1.3, client certificates required, declared clients only"
+    return verdict(
+        NAME,
+        problems,
+        Reason.NOT_ENFORCED,
+        Reason.MUTUAL_TLS,
+        "TLS 1.3, client certificates required, declared clients only",
     )

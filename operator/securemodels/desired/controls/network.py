@@ -4,21 +4,35 @@ One NetworkPolicy per SMD selects its pods for both directions, which denies eve
 its rules then allow the declared ingress peers (to the mTLS port only), cluster DNS, the declared egress
 destinations and ports, and metrics scraping from the monitoring namespace. A compromised model then
 cannot reach the rest of the cluster or the internet, and nothing undeclared can reach it.
+
+Judged by what the policies do, not by what the operator wrote: the model's policy must select every
+live pod of the model, admit ingress only to the TLS (and metrics) port, and name a port on every egress
+rule, with no port ranges; and no other policy of the namespace may select a model pod with rules of its
+own (policies add up, so any rule of theirs opens more). CIDR lists are judged by how many addresses they
+cover together. Services that others made to select the model's pods are reported too.
 """
 
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Iterable
+from enum import StrEnum
 from typing import Any
 
-from securemodels.api.v1alpha1 import TLS_PORT, LabelSelector, Peer
+from securemodels.api.v1alpha1 import (
+    BROADEST_IPV4_PREFIX,
+    BROADEST_IPV6_PREFIX,
+    TLS_PORT,
+    LabelSelector,
+    Peer,
+)
 from securemodels.desired import naming
-from securemodels.desired.compare import carries, selector_matches
-from securemodels.desired.model import Blocker, Context, ControlResult, Manifest
+from securemodels.desired.controls.base import verdict
+from securemodels.desired.model import Blocker, Context, ControlResult, Manifest, Observed
+from securemodels.desired.selectors import selector_matches
 
 NAME = "network-isolation"
 CONDITION = "NetworkIsolated"
-PURPOSE = "network"
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
 INGRESS_FROM_ANYWHERE = "IngressFromAnywhere"
 EGRESS_TO_ANYWHERE = "EgressToAnywhere"
@@ -26,6 +40,19 @@ _OPT_IN_FIELDS = {
     INGRESS_FROM_ANYWHERE: "spec.network.allowIngressFromAnywhere",
     EGRESS_TO_ANYWHERE: "spec.network.allowEgressToAnywhere",
 }
+# Together, a list of CIDRs may cover at most as many addresses as one /8 (IPv4) or /32 (IPv6).
+MAX_IPV4_ADDRESSES = 1 << (32 - BROADEST_IPV4_PREFIX)
+MAX_IPV6_ADDRESSES = 1 << (128 - BROADEST_IPV6_PREFIX)
+
+
+class Reason(StrEnum):
+    DEFAULT_DENY = "DefaultDeny"
+    POLICY_MISSING = "PolicyMissing"
+    POLICY_CHANGED = "PolicyChanged"
+    FOREIGN_POLICY = "ForeignPolicyAllowsMore"
+    INGRESS_FROM_ANYWHERE = INGRESS_FROM_ANYWHERE
+    EGRESS_TO_ANYWHERE = EGRESS_TO_ANYWHERE
+    TOO_BROAD = "NetworkTooBroad"
 
 
 def _selector(selector: LabelSelector) -> dict[str, Any]:
@@ -55,52 +82,20 @@ def _peer(peer: Peer) -> dict[str, Any]:
     return result
 
 
-def _broad(selector: LabelSelector | None) -> bool:
-    """Only a label value or an In requirement narrows a selector: Exists, NotIn and DoesNotExist can
-    match every namespace (each carries kubernetes.io/metadata.name)."""
-    if selector is None:
-        return True
-    return not selector.match_labels and not any(item.operator == "In" for item in selector.match_expressions)
-
-
-def _covers_every_address(cidrs: list[str]) -> bool:
-    """Together, e.g. 0.0.0.0/1 and 128.0.0.0/1, the blocks span a whole address family."""
+def addresses_covered(cidrs: Iterable[str]) -> tuple[int, int]:
+    """How many IPv4 and IPv6 addresses the blocks cover together (overlaps counted once)."""
     networks = [ipaddress.ip_network(cidr, strict=False) for cidr in cidrs]
-    v4 = [network for network in networks if isinstance(network, ipaddress.IPv4Network)]
-    v6 = [network for network in networks if isinstance(network, ipaddress.IPv6Network)]
-    return list(ipaddress.collapse_addresses(v4)) == [ipaddress.IPv4Network("0.0.0.0/0")] or list(
-        ipaddress.collapse_addresses(v6)
-    ) == [ipaddress.IPv6Network("::/0")]
+    v4 = ipaddress.collapse_addresses(item for item in networks if isinstance(item, ipaddress.IPv4Network))
+    v6 = ipaddress.collapse_addresses(item for item in networks if isinstance(item, ipaddress.IPv6Network))
+    return sum(item.num_addresses for item in v4), sum(item.num_addresses for item in v6)
 
 
 def reaches_anywhere(peers: list[Peer]) -> bool:
-    """Every pod in every namespace, or every address."""
-    if any(
-        peer.namespace_selector is not None and _broad(peer.namespace_selector) and _broad(peer.pod_selector)
-        for peer in peers
-    ):
+    """Every pod in every namespace, or more addresses than one /8 of IPv4 or /32 of IPv6."""
+    if any(peer.is_anywhere for peer in peers):
         return True
-    return _covers_every_address([peer.cidr for peer in peers if peer.cidr is not None])
-
-
-def preflight(context: Context) -> Blocker | None:
-    """The CRD refuses single peers that reach anywhere; CIDRs that only together cover every address
-    get past it and are refused here, unless the spec opts in."""
-    network = context.spec.network
-    opted_in = {
-        INGRESS_FROM_ANYWHERE: network.allow_ingress_from_anywhere,
-        EGRESS_TO_ANYWHERE: network.allow_egress_to_anywhere,
-    }
-    refused = [item for item in weakenings(context) if not opted_in[item]]
-    if not refused:
-        return None
-    return Blocker(
-        "NetworkTooBroad",
-        "; ".join(
-            f"{item} without {_OPT_IN_FIELDS[item]}: the declared peers together cover every address"
-            for item in refused
-        ),
-    )
+    v4, v6 = addresses_covered(peer.cidr for peer in peers if peer.cidr is not None)
+    return v4 > MAX_IPV4_ADDRESSES or v6 > MAX_IPV6_ADDRESSES
 
 
 def weakenings(context: Context) -> tuple[str, ...]:
@@ -111,6 +106,27 @@ def weakenings(context: Context) -> tuple[str, ...]:
     if reaches_anywhere([peer for rule in network.egress for peer in rule.to]):
         found.append(EGRESS_TO_ANYWHERE)
     return tuple(found)
+
+
+def preflight(context: Context, observed: Observed) -> Blocker | None:
+    """The CRD refuses single peers that reach anywhere; CIDRs that only together cover too much get
+    past it and are refused here, unless the spec opts in."""
+    network = context.spec.network
+    opted_in = {
+        INGRESS_FROM_ANYWHERE: network.allow_ingress_from_anywhere,
+        EGRESS_TO_ANYWHERE: network.allow_egress_to_anywhere,
+    }
+    refused = [item for item in weakenings(context) if not opted_in[item]]
+    if not refused:
+        return None
+    return Blocker(
+        Reason.TOO_BROAD,
+        "; ".join(
+            f"{item} without {_OPT_IN_FIELDS[item]}: the declared peers together cover more than a "
+            f"/{BROADEST_IPV4_PREFIX} of IPv4 or a /{BROADEST_IPV6_PREFIX} of IPv6"
+            for item in refused
+        ),
+    )
 
 
 def _namespace(name: str) -> dict[str, Any]:
@@ -154,34 +170,83 @@ def network_policy(context: Context) -> Manifest:
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
-        "metadata": naming.metadata(owner, owner.child(PURPOSE), "network-policy"),
+        "metadata": naming.metadata(owner, context.names.network_policy, "network-policy"),
         "spec": policy_spec(context),
     }
 
 
-def check(context: Context, policies: tuple[Manifest, ...]) -> ControlResult:
-    own_name = context.owner.child(PURPOSE)
-    own = next((policy for policy in policies if policy["metadata"]["name"] == own_name), None)
+def _pod_labels(pod: Manifest) -> dict[str, str]:
+    return dict((pod.get("metadata") or {}).get("labels") or {})
+
+
+def policy_problems(context: Context, policy: Manifest, pods: tuple[Manifest, ...]) -> list[str]:
+    """What the model's own live policy fails to do, judged by its effect."""
+    spec = policy.get("spec") or {}
+    name = policy["metadata"]["name"]
+    problems = []
+    if set(spec.get("policyTypes") or []) != {"Ingress", "Egress"}:
+        problems.append(f"NetworkPolicy {name} does not isolate both directions")
+    unselected = sorted(
+        pod["metadata"]["name"]
+        for pod in pods
+        if not selector_matches(spec.get("podSelector"), _pod_labels(pod))
+    )
+    if unselected:
+        problems.append(f"NetworkPolicy {name} does not select the model's pods {', '.join(unselected)}")
+    allowed_ports = {TLS_PORT, context.spec.model.metrics_port}
+    for rule in spec.get("ingress") or []:
+        ports = rule.get("ports") or []
+        if not ports or any(port.get("port") not in allowed_ports or "endPort" in port for port in ports):
+            problems.append(f"NetworkPolicy {name} admits ingress to ports other than {TLS_PORT}")
+            break
+    for rule in spec.get("egress") or []:
+        ports = rule.get("ports") or []
+        if not ports or any("endPort" in port for port in ports):
+            problems.append(f"NetworkPolicy {name} allows egress to a range of ports or to every port")
+            break
+    return problems
+
+
+def selects_model(
+    selector: dict[str, Any] | None, pods: tuple[Manifest, ...], template_labels: dict[str, str]
+) -> bool:
+    return selector_matches(selector, template_labels) or any(
+        selector_matches(selector, _pod_labels(pod)) for pod in pods
+    )
+
+
+def check(context: Context, observed: Observed) -> ControlResult:
+    ref = context.names.network_policy
+    own = observed.get(ref)
     if own is None:
-        return ControlResult(NAME, "Fail", "PolicyMissing", f"NetworkPolicy {own_name} does not exist")
-    if not carries(own.get("spec"), policy_spec(context)):
-        return ControlResult(NAME, "Fail", "PolicyChanged", f"NetworkPolicy {own_name} differs from the spec")
-    pod_labels = naming.selector_labels(context.owner)
+        return ControlResult(NAME, "Fail", Reason.POLICY_MISSING, f"NetworkPolicy {ref.name} does not exist")
+    problems = list(observed.findings.get(NAME, ()))
+    problems += policy_problems(context, own, observed.pods)
+    template_labels = naming.labels(context.owner, "model")
     widening = sorted(
         policy["metadata"]["name"]
-        for policy in policies
-        if policy["metadata"]["name"] != own_name
-        and selector_matches(policy["spec"].get("podSelector"), pod_labels)
-        and (policy["spec"].get("ingress") or policy["spec"].get("egress"))
+        for policy in observed.foreign_policies
+        if selects_model((policy.get("spec") or {}).get("podSelector"), observed.pods, template_labels)
+        and ((policy.get("spec") or {}).get("ingress") or (policy.get("spec") or {}).get("egress"))
     )
     if widening:
-        return ControlResult(
-            NAME,
-            "Fail",
-            "ForeignPolicyAllowsMore",
-            f"NetworkPolicies not managed by the operator allow more traffic to or from the model: "
-            f"{', '.join(widening)}",
+        problems.append(
+            "NetworkPolicies not managed by the operator allow more traffic to or from the model: "
+            + ", ".join(widening)
         )
+    exposing = sorted(
+        service["metadata"]["name"]
+        for service in observed.foreign_services
+        if (selector := (service.get("spec") or {}).get("selector"))
+        and selects_model({"matchLabels": selector}, observed.pods, template_labels)
+    )
+    if exposing:
+        problems.append(
+            f"Services not managed by the operator select the model's pods: {', '.join(exposing)}"
+        )
+    if problems:
+        reason = Reason.FOREIGN_POLICY if widening and len(problems) == 1 else Reason.POLICY_CHANGED
+        return ControlResult(NAME, "Fail", reason, "; ".join(problems))
     weakened = weakenings(context)
     if weakened:
         return ControlResult(
@@ -189,10 +254,15 @@ def check(context: Context, policies: tuple[Manifest, ...]) -> ControlResult:
             "Weakened",
             ",".join(weakened),
             "; ".join(
-                f"{_OPT_IN_FIELDS[item]} lets a peer select every namespace or address" for item in weakened
+                f"{_OPT_IN_FIELDS[item]} lets a peer select every namespace or most addresses"
+                for item in weakened
             ),
             weakened,
         )
-    return ControlResult(
-        NAME, "Pass", "DefaultDeny", "only declared ingress, DNS and declared egress allowed"
+    return verdict(
+        NAME,
+        [],
+        Reason.POLICY_CHANGED,
+        Reason.DEFAULT_DENY,
+        "only declared ingress, DNS and declared egress allowed",
     )

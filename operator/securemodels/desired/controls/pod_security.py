@@ -1,20 +1,31 @@
 """Control `pod-security`: Pod Security Standard "restricted", plus a read-only root filesystem and no
-host namespaces, privileged containers, hostPath volumes or host ports.
+host namespaces, privileged containers, hostPath volumes or host ports; and what runs is what the
+operator's template says.
 
 A container that breaks out of its sandbox reaches the node and every other workload on it; these
 settings remove the usual ways out (privilege escalation, capabilities, host namespaces and paths).
+Judged on the Deployment and on every running pod of the model: each must come from a ReplicaSet of
+the model's Deployment and carry, exactly, a pod spec the operator stamped (desired/canonical.py), with
+no ephemeral containers attached.
 """
 
 from __future__ import annotations
 
-import re
+from enum import StrEnum
 from typing import Any
 
-from securemodels.desired.model import ControlResult, Manifest
+from securemodels.desired.controls.base import verdict
+from securemodels.desired.model import Blocker, Context, ControlResult, Manifest, Observed
 
 NAME = "pod-security"
 CONDITION = "PodHardened"
 RUN_AS_USER = 65532  # the conventional "nonroot" UID of distroless images
+
+
+class Reason(StrEnum):
+    RESTRICTED = "Restricted"
+    NOT_HARDENED = "PodNotHardened"
+    DEPLOYMENT_MISSING = "DeploymentMissing"
 
 
 def pod_security_context() -> dict[str, Any]:
@@ -72,6 +83,8 @@ def pod_problems(pod_spec: Manifest) -> list[str]:
         for namespace, key in (("network", "hostNetwork"), ("PID", "hostPID"), ("IPC", "hostIPC"))
         if pod_spec.get(key)
     ]
+    if pod_spec.get("shareProcessNamespace"):
+        problems.append("pod shares one process namespace between its containers")
     if pod_spec.get("automountServiceAccountToken") is not False:
         problems.append("pod mounts a service account token")
     problems += [
@@ -80,35 +93,45 @@ def pod_problems(pod_spec: Manifest) -> list[str]:
         if "hostPath" in volume
     ]
     pod_context = pod_spec.get("securityContext") or {}
-    for container in [*(pod_spec.get("initContainers") or []), *(pod_spec.get("containers") or [])]:
-        problems += _container_problems(container, pod_context)
+    for key in ("initContainers", "containers", "ephemeralContainers"):
+        for container in pod_spec.get(key) or []:
+            problems += _container_problems(container, pod_context)
     return problems
 
 
-def stray_pods(deployment_name: str, pods: tuple[Manifest, ...]) -> list[str]:
-    """Pods that carry the model's labels, and so receive its traffic, but were not made from its
-    Deployment, whose ReplicaSets are named <deployment>-<pod-template-hash>."""
-    replica_set = re.compile(re.escape(deployment_name) + r"-[a-z0-9]+")
-    return sorted(
-        pod["metadata"]["name"]
-        for pod in pods
-        if not any(
-            ref.get("kind") == "ReplicaSet"
-            and ref.get("controller")
-            and replica_set.fullmatch(ref.get("name", ""))
-            for ref in pod["metadata"].get("ownerReferences") or []
-        )
+def preflight(context: Context, observed: Observed) -> Blocker | None:
+    return None
+
+
+def _made_by_the_deployment(pod: Manifest, replica_sets: frozenset[str]) -> bool:
+    return any(
+        ref.get("kind") == "ReplicaSet" and ref.get("controller") and ref.get("uid") in replica_sets
+        for ref in pod["metadata"].get("ownerReferences") or []
     )
 
 
-def check(deployment: Manifest | None, pods: tuple[Manifest, ...] = ()) -> ControlResult:
+def check(context: Context, observed: Observed) -> ControlResult:
+    deployment = observed.get(context.names.deployment)
     if deployment is None:
-        return ControlResult(NAME, "Fail", "DeploymentMissing", "the model's Deployment does not exist")
-    problems = pod_problems(deployment["spec"]["template"]["spec"])
-    if strays := stray_pods(deployment["metadata"]["name"], pods):
-        problems.append(f"pods not made from the model's Deployment carry its labels: {', '.join(strays)}")
-    if problems:
-        return ControlResult(NAME, "Fail", "PodNotHardened", "; ".join(problems))
-    return ControlResult(
-        NAME, "Pass", "Restricted", "Pod Security restricted, read-only root filesystem, no host access"
+        return ControlResult(NAME, "Fail", Reason.DEPLOYMENT_MISSING, "the model's Deployment does not exist")
+    problems = list(observed.findings.get(NAME, ()))
+    problems += [
+        f"the Deployment's template: {item}" for item in pod_problems(deployment["spec"]["template"]["spec"])
+    ]
+    ours = frozenset(item["metadata"]["uid"] for item in observed.replica_sets)
+    for pod in observed.pods:
+        name = pod["metadata"]["name"]
+        spec = pod.get("spec") or {}
+        if not _made_by_the_deployment(pod, ours):
+            problems.append(f"pod {name} was not made by the model's Deployment")
+        if spec.get("ephemeralContainers"):
+            problems.append(f"pod {name} has ephemeral (debug) containers attached")
+        problems += [f"pod {name}: {item}" for item in pod_problems(spec)]
+    return verdict(
+        NAME,
+        problems,
+        Reason.NOT_HARDENED,
+        Reason.RESTRICTED,
+        "Pod Security restricted, read-only root filesystem, no host access; pods run the operator's "
+        "template",
     )

@@ -4,29 +4,44 @@ A model server that is compromised should find no token and no rights. Viewers m
 pods and their logs; deployers may change this SMD and nothing else: no exec, no Secrets, no Deployments.
 Roles name the SMD with resourceNames; pods cannot be narrowed that way (their names are generated),
 so viewers read the pods of the namespace.
+
+Judged by the API server's authorizer, not by reading bindings: a SubjectAccessReview per sensitive
+action for the model's account (desired/permissions.py), so no way of writing a binding (a User subject
+spelling the account's name, a group it belongs to, an aggregated role) escapes. Bindings that name the
+account are listed only to say where a grant comes from.
 """
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Any
 
 from securemodels.api import v1alpha1
-from securemodels.desired import naming
-from securemodels.desired.model import Blocker, Context, ControlResult, Manifest
+from securemodels.desired import naming, permissions
+from securemodels.desired.controls.base import verdict
+from securemodels.desired.model import Blocker, Context, ControlResult, Manifest, Observed
 
 NAME = "rbac"
 CONDITION = "LeastPrivilege"
 RBAC_GROUP = "rbac.authorization.k8s.io"
-VIEWER = "viewer"
-DEPLOYER = "deployer"
+VIEWER = naming.VIEWER
+DEPLOYER = naming.DEPLOYER
+
+
+class Reason(StrEnum):
+    LEAST_PRIVILEGE = "LeastPrivilege"
+    EXCESS_PRIVILEGE = "ExcessPrivilege"
+    NOT_AS_DECLARED = "AccessNotAsDeclared"
+    ACCOUNT_NOT_HARDENED = "ServiceAccountNotHardened"
+    PERMISSIONS_UNKNOWN = "PermissionsUnknown"
+    GRANTS_MODEL_ACCOUNT = "AccessGrantsModelAccount"
 
 
 def service_account(context: Context) -> Manifest:
-    owner = context.owner
     return {
         "apiVersion": "v1",
         "kind": "ServiceAccount",
-        "metadata": naming.metadata(owner, owner.name, "serviceaccount"),
+        "metadata": naming.metadata(context.owner, context.names.service_account, "serviceaccount"),
         "automountServiceAccountToken": False,
     }
 
@@ -52,7 +67,7 @@ def _subject(subject: v1alpha1.Subject) -> dict[str, str]:
     return {"kind": subject.kind, "apiGroup": RBAC_GROUP, "name": subject.name}
 
 
-def _grants(context: Context) -> dict[str, list[v1alpha1.Subject]]:
+def grants(context: Context) -> dict[str, list[v1alpha1.Subject]]:
     access = context.spec.access
     return {
         purpose: subjects
@@ -62,15 +77,15 @@ def _grants(context: Context) -> dict[str, list[v1alpha1.Subject]]:
 
 
 def roles_and_bindings(context: Context) -> list[Manifest]:
-    owner = context.owner
+    owner, names = context.owner, context.names
     manifests: list[Manifest] = []
-    for purpose, subjects in _grants(context).items():
-        name = owner.child(purpose)
+    for purpose, subjects in grants(context).items():
+        role = names.roles[purpose]
         manifests.append(
             {
                 "apiVersion": f"{RBAC_GROUP}/v1",
                 "kind": "Role",
-                "metadata": naming.metadata(owner, name, "rbac"),
+                "metadata": naming.metadata(owner, role, "rbac"),
                 "rules": role_rules(context, purpose),
             }
         )
@@ -78,88 +93,85 @@ def roles_and_bindings(context: Context) -> list[Manifest]:
             {
                 "apiVersion": f"{RBAC_GROUP}/v1",
                 "kind": "RoleBinding",
-                "metadata": naming.metadata(owner, name, "rbac"),
-                "roleRef": {"apiGroup": RBAC_GROUP, "kind": "Role", "name": name},
+                "metadata": naming.metadata(owner, names.role_bindings[purpose], "rbac"),
+                "roleRef": {"apiGroup": RBAC_GROUP, "kind": "Role", "name": role.name},
                 "subjects": [_subject(subject) for subject in subjects],
             }
         )
     return manifests
 
 
-# Kubernetes' own default bindings (e.g. OIDC discovery for every service account) carry this label.
-BOOTSTRAP_LABEL = "kubernetes.io/bootstrapping"
-
-
-def _binds_model_account(binding: Manifest, owner: naming.Owner) -> bool:
-    """Names the model's account, or a group it belongs to (other than in Kubernetes' defaults)."""
-    groups = {"system:authenticated", "system:serviceaccounts", f"system:serviceaccounts:{owner.namespace}"}
-    if (binding["metadata"].get("labels") or {}).get(BOOTSTRAP_LABEL) == "rbac-defaults":
-        groups = set()
-    for subject in binding.get("subjects") or []:
+def names_model_account(subjects: list[dict[str, Any]], owner: naming.Owner) -> bool:
+    """A subject list that reaches the model's account: by its ServiceAccount, its user name, or a group
+    it belongs to."""
+    groups = set(permissions.groups_of(owner.namespace))
+    for subject in subjects:
         kind, name = subject.get("kind"), subject.get("name")
-        if (
-            kind == "ServiceAccount"
-            and name == owner.name
-            and subject.get("namespace", owner.namespace) == owner.namespace
-        ):
+        if kind == "ServiceAccount" and name == owner.name and subject.get("namespace") == owner.namespace:
+            return True
+        if kind == "User" and name == permissions.user_of(owner.namespace, owner.name):
             return True
         if kind == "Group" and name in groups:
             return True
     return False
 
 
-def preflight(context: Context) -> Blocker | None:
+def preflight(context: Context, observed: Observed) -> Blocker | None:
     access = context.spec.access
-    granted = {"metadata": {}, "subjects": [_subject(item) for item in (*access.viewers, *access.deployers)]}
-    if _binds_model_account(granted, context.owner):
+    subjects = [_subject(item) for item in (*access.viewers, *access.deployers)]
+    if names_model_account(subjects, context.owner):
         return Blocker(
-            "AccessGrantsModelAccount",
+            Reason.GRANTS_MODEL_ACCOUNT,
             "spec.access names the model's own ServiceAccount, or a group it belongs to; the model never "
             "gets Kubernetes permissions",
         )
     return None
 
 
-def check(
-    context: Context,
-    account: Manifest | None,
-    roles: tuple[Manifest, ...],
-    bindings: tuple[Manifest, ...],
-    cluster_bindings: tuple[Manifest, ...],
-) -> ControlResult:
-    owner = context.owner
-    account_problems = []
+def check(context: Context, observed: Observed) -> ControlResult:
+    names = context.names
+    problems = list(observed.findings.get(NAME, ()))
+    reasons = [Reason.NOT_AS_DECLARED] if problems else []
+    account = observed.get(names.service_account)
     if account is None:
-        account_problems.append(f"ServiceAccount {owner.name} does not exist")
+        problems.append(f"ServiceAccount {names.service_account.name} does not exist")
+        reasons.append(Reason.ACCOUNT_NOT_HARDENED)
     elif account.get("automountServiceAccountToken") is not False:
-        account_problems.append(f"ServiceAccount {owner.name} mounts its token into pods")
-    granted_to_model = [
-        f"{binding['kind']} {binding['metadata']['name']} grants permissions to the model's ServiceAccount"
-        for binding in (*bindings, *cluster_bindings)
-        if _binds_model_account(binding, owner)
-    ]
-    access_problems = []
-    live_roles = {role["metadata"]["name"]: role for role in roles}
-    live_bindings = {binding["metadata"]["name"]: binding for binding in bindings}
+        problems.append(f"ServiceAccount {names.service_account.name} mounts its token into pods")
+        reasons.append(Reason.ACCOUNT_NOT_HARDENED)
     for wanted in roles_and_bindings(context):
-        name, kind = wanted["metadata"]["name"], wanted["kind"]
-        live = (live_roles if kind == "Role" else live_bindings).get(name)
-        if live is None:
-            access_problems.append(f"{kind} {name} does not exist")
-        elif kind == "Role" and live.get("rules") != wanted["rules"]:
-            access_problems.append(f"Role {name} has rules beyond the spec")
-        elif kind == "RoleBinding" and (
-            live.get("subjects") != wanted["subjects"] or live.get("roleRef") != wanted["roleRef"]
-        ):
-            access_problems.append(f"RoleBinding {name} binds other subjects or roles than the spec")
-    for reason, problems in (
-        ("ExcessPrivilege", granted_to_model),
-        ("AccessNotAsDeclared", access_problems),
-        ("ServiceAccountNotHardened", account_problems),
-    ):
-        if problems:
-            every = [*granted_to_model, *access_problems, *account_problems]
-            return ControlResult(NAME, "Fail", reason, "; ".join(every))
-    return ControlResult(
-        NAME, "Pass", "LeastPrivilege", "model account has no token and no bindings; access as declared"
+        ref = naming.ChildRef(wanted["kind"], context.owner.namespace, wanted["metadata"]["name"])
+        if observed.get(ref) is None:
+            problems.append(f"{ref.kind} {ref.name} does not exist")
+            reasons.append(Reason.NOT_AS_DECLARED)
+    answers = observed.permissions
+    if answers is None:
+        problems.append("the model's permissions could not be asked of the API server yet")
+        reasons.append(Reason.PERMISSIONS_UNKNOWN)
+    elif answers.allowed:
+        reasons.append(Reason.EXCESS_PRIVILEGE)
+        own = [probe for probe in answers.allowed if probe not in answers.everyone]
+        shared = [probe for probe in answers.allowed if probe in answers.everyone]
+        culprits = observed.bindings_naming_model
+        if own:
+            where = f" (through {', '.join(culprits)})" if culprits else ""
+            problems.append(f"the model's ServiceAccount may {', '.join(own)}{where}")
+        if shared:
+            problems.append(
+                f"every service account of the namespace, the model's included, may {', '.join(shared)}"
+            )
+    # The gravest finding names the verdict.
+    order = (
+        Reason.EXCESS_PRIVILEGE,
+        Reason.PERMISSIONS_UNKNOWN,
+        Reason.ACCOUNT_NOT_HARDENED,
+        Reason.NOT_AS_DECLARED,
+    )
+    failing = next((reason for reason in order if reason in reasons), Reason.NOT_AS_DECLARED)
+    return verdict(
+        NAME,
+        problems,
+        failing,
+        Reason.LEAST_PRIVILEGE,
+        "the authorizer grants the model's account nothing; access as declared",
     )

@@ -1,18 +1,28 @@
 """Control `data-residency`: the model runs only on nodes in the declared regions.
 
 Regulations such as GDPR tie where personal data is processed; a required node affinity on the
-well-known region label makes the scheduler refuse every node elsewhere.
+well-known region label makes the scheduler refuse every node elsewhere. Judged on the Deployment's
+template and on where each running pod actually is: the region label of its node.
 """
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Any
 
-from securemodels.desired.model import Context, ControlResult, Manifest
+from securemodels.desired.controls.base import verdict
+from securemodels.desired.model import Blocker, Context, ControlResult, Observed
 
 NAME = "data-residency"
 CONDITION = "ResidencyEnforced"
 REGION_LABEL = "topology.kubernetes.io/region"
+
+
+class Reason(StrEnum):
+    NOT_REQUESTED = "NotRequested"
+    ENFORCED = "RegionsEnforced"
+    AFFINITY_MISSING = "AffinityMissing"
+    DEPLOYMENT_MISSING = "DeploymentMissing"
 
 
 def _region_requirement(regions: list[str]) -> dict[str, Any]:
@@ -27,21 +37,48 @@ def affinity(context: Context) -> dict[str, Any] | None:
     return {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [term]}}}
 
 
-def check(context: Context, deployment: Manifest | None) -> ControlResult:
-    residency = context.spec.residency
-    if residency is None:
-        return ControlResult(NAME, "Pass", "NotRequested", "spec.residency is not set: any region")
-    if deployment is None:
-        return ControlResult(NAME, "Fail", "DeploymentMissing", "the model's Deployment does not exist")
-    regions = ", ".join(residency.regions)
+def preflight(context: Context, observed: Observed) -> Blocker | None:
+    return None
+
+
+def _affinity_required(pod_spec: dict[str, Any], regions: list[str]) -> bool:
     required = (
-        (deployment["spec"]["template"]["spec"].get("affinity") or {})
+        (pod_spec.get("affinity") or {})
         .get("nodeAffinity", {})
         .get("requiredDuringSchedulingIgnoredDuringExecution", {})
     )
     # Node selector terms are ORed: one term without the region requirement lets pods run anywhere.
-    wanted = _region_requirement(list(residency.regions))
+    wanted = _region_requirement(regions)
     terms = required.get("nodeSelectorTerms") or []
-    if not terms or any(wanted not in (term.get("matchExpressions") or []) for term in terms):
-        return ControlResult(NAME, "Fail", "AffinityMissing", f"pods are not required to run in {regions}")
-    return ControlResult(NAME, "Pass", "RegionsEnforced", f"pods run only in {regions}")
+    return bool(terms) and all(wanted in (term.get("matchExpressions") or []) for term in terms)
+
+
+def check(context: Context, observed: Observed) -> ControlResult:
+    residency = context.spec.residency
+    problems = list(observed.findings.get(NAME, ()))
+    if residency is None:
+        return verdict(
+            NAME,
+            problems,
+            Reason.AFFINITY_MISSING,
+            Reason.NOT_REQUESTED,
+            "spec.residency is not set: any region",
+        )
+    deployment = observed.get(context.names.deployment)
+    if deployment is None:
+        return ControlResult(NAME, "Fail", Reason.DEPLOYMENT_MISSING, "the model's Deployment does not exist")
+    regions = list(residency.regions)
+    if not _affinity_required(deployment["spec"]["template"]["spec"], regions):
+        problems.append(f"the Deployment's pods are not required to run in {', '.join(regions)}")
+    for pod in observed.pods:
+        node = (pod.get("spec") or {}).get("nodeName")
+        if node is None:
+            continue  # not scheduled: it runs nowhere yet
+        region = context.facts.node_regions.get(node)
+        if region not in regions:
+            problems.append(
+                f"pod {pod['metadata']['name']} runs on node {node} in region {region or 'unknown'}"
+            )
+    return verdict(
+        NAME, problems, Reason.AFFINITY_MISSING, Reason.ENFORCED, f"pods run only in {', '.join(regions)}"
+    )

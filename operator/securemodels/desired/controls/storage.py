@@ -2,22 +2,40 @@
 
 Model weights are often the most valuable asset in the namespace. A persistent volume is created only on
 a StorageClass that is known to encrypt (a provisioner parameter, or an admin's attestation annotation);
-scratch space lives in memory, so nothing the model writes reaches an unencrypted disk.
+scratch space lives in memory, so nothing the model writes reaches an unencrypted disk. Judged on the
+Deployment's template and on the volumes of every running pod.
+
+The volume outlives the SMD and the removal of spec.storage unless
+spec.persistentVolumeClaimRetentionPolicy says Delete: a retained claim carries no ownerReference (garbage
+collection would take it with the SMD) and is owned by label instead.
 """
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Any
 
 from securemodels.config import OperatorConfig
 from securemodels.desired import naming
-from securemodels.desired.model import Blocker, Context, ControlResult, Manifest
+from securemodels.desired.controls.base import verdict
+from securemodels.desired.model import Blocker, Context, ControlResult, Manifest, Observed
 
 NAME = "storage-encryption"
 CONDITION = "StorageEncrypted"
-PURPOSE = "models"
 ENCRYPTED_ANNOTATION = "securemodels.io/encrypted"
 VOLUME = "models"
+# Volume sources that hold configuration the operator mounts, not model data at rest.
+_CONFIGURATION_SOURCES = ("secret", "configMap", "projected", "downwardAPI")
+
+
+class Reason(StrEnum):
+    MEMORY_ONLY = "MemoryOnly"
+    ENCRYPTED = "Encrypted"
+    UNENCRYPTED = "UnencryptedStorage"
+    DEPLOYMENT_MISSING = "DeploymentMissing"
+    CLASS_NOT_FOUND = "StorageClassNotFound"
+    CLASS_NOT_ENCRYPTED = "StorageClassNotEncrypted"
+    CLASS_IMMUTABLE = "StorageClassImmutable"
 
 
 def encryption_verdict(storage_class: Manifest, config: OperatorConfig) -> tuple[bool, str]:
@@ -42,15 +60,21 @@ def encryption_verdict(storage_class: Manifest, config: OperatorConfig) -> tuple
     )
 
 
+def retained(context: Context) -> bool:
+    """Whether the claim must outlive the SMD: then it carries no ownerReference."""
+    return context.spec.persistent_volume_claim_retention_policy.when_deleted == "Retain"
+
+
 def persistent_volume_claim(context: Context) -> Manifest | None:
     storage = context.spec.storage
     if storage is None:
         return None
-    owner = context.owner
     return {
         "apiVersion": "v1",
         "kind": "PersistentVolumeClaim",
-        "metadata": naming.metadata(owner, owner.child(PURPOSE), "storage"),
+        "metadata": naming.metadata(
+            context.owner, context.names.volume_claim, "storage", owned=not retained(context)
+        ),
         "spec": {
             "accessModes": ["ReadWriteOnce"],
             "storageClassName": storage.storage_class_name,
@@ -59,59 +83,71 @@ def persistent_volume_claim(context: Context) -> Manifest | None:
     }
 
 
+def claim_is_removed(context: Context) -> bool:
+    """A claim left over from a removed spec.storage goes only when the SMD asks for it."""
+    return (
+        context.spec.storage is None
+        and context.spec.persistent_volume_claim_retention_policy.when_storage_removed == "Delete"
+    )
+
+
 def volume(context: Context) -> dict[str, Any] | None:
     if context.spec.storage is None:
         return None
-    return {"name": VOLUME, "persistentVolumeClaim": {"claimName": context.owner.child(PURPOSE)}}
+    return {"name": VOLUME, "persistentVolumeClaim": {"claimName": context.names.volume_claim.name}}
 
 
-def preflight(context: Context, live_pvc: Manifest | None) -> Blocker | None:
+def preflight(context: Context, observed: Observed) -> Blocker | None:
     storage = context.spec.storage
     if storage is None:
         return None
     storage_class = context.facts.storage_class
     if storage_class is None:
         return Blocker(
-            "StorageClassNotFound",
+            Reason.CLASS_NOT_FOUND,
             f"spec.storage.storageClassName {storage.storage_class_name} does not exist",
         )
     encrypted, why = encryption_verdict(storage_class, context.config)
     if not encrypted:
-        return Blocker("StorageClassNotEncrypted", f"spec.storage.storageClassName: {why}")
-    live_class = (live_pvc or {}).get("spec", {}).get("storageClassName")
+        return Blocker(Reason.CLASS_NOT_ENCRYPTED, f"spec.storage.storageClassName: {why}")
+    live_class = ((observed.get(context.names.volume_claim) or {}).get("spec") or {}).get("storageClassName")
     if live_class is not None and live_class != storage.storage_class_name:
         return Blocker(
-            "StorageClassImmutable",
-            f"volume {context.owner.child(PURPOSE)} exists on StorageClass {live_class}; "
-            "a volume cannot move "
-            "to another class. Move the data and delete the PersistentVolumeClaim to change it",
+            Reason.CLASS_IMMUTABLE,
+            f"volume {context.names.volume_claim.name} exists on StorageClass {live_class}; a volume "
+            "cannot move to another class. Move the data and delete the PersistentVolumeClaim to change it",
         )
     return None
 
 
-def _volume_problem(volume_spec: dict[str, Any], claim: str | None) -> str | None:
-    name = volume_spec.get("name")
-    if "persistentVolumeClaim" in volume_spec:
-        if volume_spec["persistentVolumeClaim"].get("claimName") != claim:
-            return f"volume {name} mounts a claim the operator did not vet"
-        return None
-    if "emptyDir" in volume_spec:
-        if (volume_spec["emptyDir"] or {}).get("medium") != "Memory":
-            return f"volume {name} is an emptyDir on the node's disk"
-        return None
-    if any(kind in volume_spec for kind in ("secret", "configMap", "projected", "downwardAPI")):
-        return None
-    return f"volume {name} is not encrypted storage"
+def volume_problems(pod_spec: Manifest, claim: str | None, where: str) -> list[str]:
+    problems = []
+    for item in pod_spec.get("volumes") or []:
+        name = item.get("name")
+        if "persistentVolumeClaim" in item:
+            if item["persistentVolumeClaim"].get("claimName") != claim:
+                problems.append(f"{where}: volume {name} mounts a claim the operator did not vet")
+        elif "emptyDir" in item:
+            if (item["emptyDir"] or {}).get("medium") != "Memory":
+                problems.append(f"{where}: volume {name} is an emptyDir on the node's disk")
+        elif not any(kind in item for kind in _CONFIGURATION_SOURCES):
+            problems.append(f"{where}: volume {name} is not encrypted storage")
+    return problems
 
 
-def check(context: Context, deployment: Manifest | None, pvc: Manifest | None) -> ControlResult:
+def check(context: Context, observed: Observed) -> ControlResult:
+    names = context.names
+    deployment = observed.get(names.deployment)
     if deployment is None:
-        return ControlResult(NAME, "Fail", "DeploymentMissing", "the model's Deployment does not exist")
+        return ControlResult(NAME, "Fail", Reason.DEPLOYMENT_MISSING, "the model's Deployment does not exist")
     storage = context.spec.storage
-    claim = context.owner.child(PURPOSE) if storage else None
-    volumes = deployment["spec"]["template"]["spec"].get("volumes") or []
-    problems = [problem for item in volumes if (problem := _volume_problem(item, claim))]
+    claim = names.volume_claim.name if storage else None
+    problems = list(observed.findings.get(NAME, ()))
+    problems += volume_problems(deployment["spec"]["template"]["spec"], claim, "the Deployment's template")
+    for pod in observed.pods:
+        problems += volume_problems(pod.get("spec") or {}, claim, f"pod {pod['metadata']['name']}")
     if storage is not None:
+        pvc = observed.get(names.volume_claim)
         if pvc is None:
             problems.append(f"PersistentVolumeClaim {claim} does not exist")
         else:
@@ -121,12 +157,20 @@ def check(context: Context, deployment: Manifest | None, pvc: Manifest | None) -
                 problems.append(
                     f"PersistentVolumeClaim {claim} uses StorageClass {live_class}, not the vetted one"
                 )
-            elif not (verdict := encryption_verdict(storage_class, context.config))[0]:
-                problems.append(verdict[1])
-    if problems:
-        return ControlResult(NAME, "Fail", "UnencryptedStorage", "; ".join(problems))
-    if storage is None:
-        return ControlResult(NAME, "Pass", "MemoryOnly", "no persistent volume; scratch space is in memory")
-    return ControlResult(
-        NAME, "Pass", "Encrypted", f"volume on encrypting StorageClass {storage.storage_class_name}"
+            elif not (found := encryption_verdict(storage_class, context.config))[0]:
+                problems.append(found[1])
+    if problems or storage is None:
+        return verdict(
+            NAME,
+            problems,
+            Reason.UNENCRYPTED,
+            Reason.MEMORY_ONLY,
+            "no persistent volume; scratch space is in memory",
+        )
+    return verdict(
+        NAME,
+        [],
+        Reason.UNENCRYPTED,
+        Reason.ENCRYPTED,
+        f"volume on encrypting StorageClass {storage.storage_class_name}",
     )

@@ -1,0 +1,212 @@
+"""Watch-fed caches: everything a reconcile reads, kept current by list and watch.
+
+A reflector (client-go's idea) lists a kind once, then follows its watch from the list's
+resourceVersion, resuming from the last version it saw (bookmarks keep it fresh while nothing changes);
+only when the API server answers 410 Gone (the version was compacted away) does it list again, and the
+relist removes what was deleted meanwhile. A reconcile then reads memory, so an SMD at rest costs the
+API server nothing but the open watches.
+
+Objects are kept stripped to what judging needs: no managedFields, pods without most of their status,
+nodes and namespaces as their metadata alone. Secrets are only watched with the operator's label, so
+no Secret data the operator does not own is ever held.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from securemodels import metrics
+from securemodels.k8s.client import Kube, KubeError
+
+log = logging.getLogger(__name__)
+
+Manifest = dict[str, Any]
+Key = tuple[str, str]  # namespace ("" when cluster-scoped), name
+OnChange = Callable[[str, Manifest | None, Manifest | None], None]
+Strip = Callable[[Manifest], Manifest]
+IndexFunction = Callable[[Manifest], Iterable[str]]
+
+MAX_BACKOFF = 60.0
+
+
+def key_of(item: Mapping[str, Any]) -> Key:
+    metadata = item["metadata"]
+    return str(metadata.get("namespace") or ""), str(metadata["name"])
+
+
+def without_managed_fields(item: Manifest) -> Manifest:
+    metadata = {key: value for key, value in item["metadata"].items() if key != "managedFields"}
+    return {**item, "metadata": metadata}
+
+
+def metadata_only(item: Manifest) -> Manifest:
+    return {
+        "apiVersion": item["apiVersion"],
+        "kind": item["kind"],
+        "metadata": without_managed_fields(item)["metadata"],
+    }
+
+
+def pod_essentials(item: Manifest) -> Manifest:
+    """A pod as judging sees it: what runs, where, and whether it is still running."""
+    stripped = without_managed_fields(item)
+    stripped["status"] = {"phase": (item.get("status") or {}).get("phase")}
+    return stripped
+
+
+class Store:
+    """The objects of one kind, by namespace and name, with optional indexes from a value to objects."""
+
+    def __init__(self, kind: str, indexes: Mapping[str, IndexFunction] | None = None) -> None:
+        self.kind = kind
+        self._items: dict[Key, Manifest] = {}
+        self._by_namespace: dict[str, dict[str, Manifest]] = defaultdict(dict)
+        self._index_functions = dict(indexes or {})
+        self._indexes: dict[str, dict[str, set[Key]]] = {
+            name: defaultdict(set) for name in self._index_functions
+        }
+
+    def get(self, namespace: str | None, name: str) -> Manifest | None:
+        return self._items.get((namespace or "", name))
+
+    def in_namespace(self, namespace: str) -> list[Manifest]:
+        return list(self._by_namespace.get(namespace, {}).values())
+
+    def all(self) -> list[Manifest]:
+        return list(self._items.values())
+
+    def indexed(self, index: str, value: str) -> list[Manifest]:
+        return [self._items[key] for key in sorted(self._indexes[index].get(value, ()))]
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def put(self, item: Manifest) -> Manifest | None:
+        key = key_of(item)
+        old = self._items.get(key)
+        if old is not None:
+            self._unindex(key, old)
+        self._items[key] = item
+        self._by_namespace[key[0]][key[1]] = item
+        for name, function in self._index_functions.items():
+            for value in function(item):
+                self._indexes[name][value].add(key)
+        return old
+
+    def remove(self, key: Key) -> Manifest | None:
+        old = self._items.pop(key, None)
+        if old is not None:
+            self._unindex(key, old)
+            self._by_namespace[key[0]].pop(key[1], None)
+        return old
+
+    def _unindex(self, key: Key, item: Manifest) -> None:
+        for name, function in self._index_functions.items():
+            for value in function(item):
+                keys = self._indexes[name].get(value)
+                if keys is not None:
+                    keys.discard(key)
+                    if not keys:
+                        del self._indexes[name][value]
+
+    def replace(
+        self, items: Iterable[Manifest], namespace: str | None
+    ) -> list[tuple[Manifest | None, Manifest | None]]:
+        """The result of a (re)list of one scope (a namespace, or everything): returns the changes."""
+        fresh = {key_of(item): item for item in items}
+        scope = [key for key in self._items if namespace is None or key[0] == namespace]
+        changes: list[tuple[Manifest | None, Manifest | None]] = [
+            (self.remove(key), None) for key in scope if key not in fresh
+        ]
+        for item in fresh.values():
+            old = self.put(item)
+            if old != item:
+                changes.append((old, item))
+        return changes
+
+
+class Reflector:
+    """Keeps one Store current for one scope (a namespace, or the whole cluster) and label selector."""
+
+    def __init__(
+        self,
+        kube: Kube,
+        store: Store,
+        on_change: OnChange,
+        *,
+        namespace: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        strip: Strip = without_managed_fields,
+        server_timeout: int = 300,
+    ) -> None:
+        self._kube, self.store, self._on_change = kube, store, on_change
+        self.namespace, self._labels, self._strip = namespace, dict(labels or {}), strip
+        self._server_timeout = server_timeout
+        self.synced = asyncio.Event()
+        self.problem: str | None = None  # why the last attempt failed, for readiness
+
+    @property
+    def kind(self) -> str:
+        return self.store.kind
+
+    def _notify(self, old: Manifest | None, new: Manifest | None) -> None:
+        try:
+            self._on_change(self.kind, old, new)
+        except Exception:  # a bad route must not stop the cache
+            log.exception("handling a change of %s failed", self.kind)
+
+    async def _relist(self) -> str:
+        items, version = await self._kube.list_with_version(self.kind, self.namespace, self._labels)
+        for old, new in self.store.replace((self._strip(item) for item in items), self.namespace):
+            self._notify(old, new)
+        self.synced.set()
+        metrics.CACHE_SYNCED.labels(kind=self.kind).set(1)
+        self.problem = None
+        return version
+
+    async def _follow(self, version: str) -> str:
+        """Apply watch events until the stream ends or goes quiet for too long; returns the last version."""
+        quiet = self._server_timeout + 60
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(quiet) as deadline:
+                async for event_type, item in self._kube.watch(
+                    self.kind, self.namespace, self._labels, version, self._server_timeout
+                ):
+                    deadline.reschedule(loop.time() + quiet)
+                    version = str(item["metadata"].get("resourceVersion") or version)
+                    if event_type == "BOOKMARK":
+                        continue
+                    if event_type == "DELETED":
+                        old = self.store.remove(key_of(item))
+                        if old is not None:
+                            self._notify(old, None)
+                        continue
+                    stripped = self._strip(item)
+                    old = self.store.put(stripped)
+                    if old != stripped:
+                        self._notify(old, stripped)
+        return version
+
+    async def run(self) -> None:
+        version, backoff = "", 1.0
+        while True:
+            try:
+                if not version:
+                    version = await self._relist()
+                version = await self._follow(version)
+                backoff = 1.0
+            except KubeError as error:
+                if error.code == 410:
+                    log.info("watch of %s expired (410 Gone); listing again", self.kind)
+                    version = ""
+                    continue
+                self.problem = f"{self.kind}: {error}"
+                log.warning("watch of %s failed (%s); retrying in %.0fs", self.kind, error, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(MAX_BACKOFF, backoff * 2)
