@@ -8,7 +8,9 @@ from collections.abc import Iterator
 import pytest
 
 from localcluster import LocalCluster, running_cluster
+from securemodels.config import OperatorConfig
 from support.kube import Kubectl, wait_for
+from support.operator import RESYNC_SECONDS, FakeClock, RunningOperator
 from support.paths import CRD, OPERATOR_NAMESPACE
 
 
@@ -51,3 +53,17 @@ def namespace(kubectl: Kubectl, request: pytest.FixtureRequest) -> Iterator[str]
     )
     yield name
     kubectl("delete", "namespace", name, "--wait=false")
+
+
+@pytest.fixture(scope="module")
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture(scope="module")
+def operator(cluster: LocalCluster, clock: FakeClock) -> Iterator[RunningOperator]:
+    """The operator, in-process, with a short resync so drift shows up quickly."""
+    config = OperatorConfig(namespace=OPERATOR_NAMESPACE, resync_seconds=RESYNC_SECONDS)
+    running = RunningOperator(cluster.kubeconfig, config, clock).start()
+    yield running
+    running.stop()

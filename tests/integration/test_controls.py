@@ -57,7 +57,7 @@ def test_a_deleted_network_policy_fails_the_control_then_is_restored(
     kubectl("delete", "networkpolicy", "net-network", "-n", namespace)
 
     failed = wait_control(kubectl, "net", namespace, "network-isolation", "Fail")
-    assert "net-network does not exist" in failed["message"]
+    assert "NetworkPolicy net-network was deleted outside the operator; restored" in failed["message"]
     wait_for(
         lambda: compliance_metric(operator, "net", namespace, "network-isolation") == 0.0, what="metric 0"
     )
@@ -105,7 +105,8 @@ def test_a_role_bound_to_the_model_account_fails_rbac_and_the_users_binding_is_k
     )
 
     failed = wait_control(kubectl, "acct", namespace, "rbac", "Fail")
-    assert "RoleBinding sneaky grants permissions to the model's ServiceAccount" in failed["message"]
+    assert "the model's ServiceAccount may get secrets" in failed["message"]
+    assert f"RoleBinding {namespace}/sneaky" in failed["message"]
     wait_for(lambda: compliance_metric(operator, "acct", namespace, "rbac") == 0.0, what="metric 0")
     # The binding is not the operator's to delete: it stays, and so does the verdict.
     for _ in range(2):
@@ -135,7 +136,7 @@ def test_removing_the_node_affinity_fails_residency_then_it_is_restored(
     )
 
     failed = wait_control(kubectl, "eu", namespace, "data-residency", "Fail")
-    assert "eu-west-1" in failed["message"]
+    assert "spec.template.spec.affinity (removed); restored" in failed["message"]
     wait_for(lambda: compliance_metric(operator, "eu", namespace, "data-residency") == 0.0, what="metric 0")
     wait_control(kubectl, "eu", namespace, "data-residency", "Pass")
     affinity = kubectl.get("deployment", "eu", namespace)["spec"]["template"]["spec"]["affinity"]

@@ -48,6 +48,11 @@ TLS_PORT = 8443
 HEALTH_PORT = 8081
 # Environment variables the operator sets on the model container start with this.
 RESERVED_ENV_PREFIX = "SECUREMODELS_"
+# What the admission policy checks one by one against the requester's own permissions (the API server
+# allows about twenty authorizer checks per policy): Secrets mounted, ConfigMaps read, mTLS clients.
+MAX_SECRET_FILES = 16
+MAX_CONFIG_MAP_ENV = 16
+MAX_CLIENTS = 16
 # A single CIDR broader than this prefix reaches "anywhere": more than a /8 of IPv4 or a /32 of IPv6.
 BROADEST_IPV4_PREFIX = 8
 BROADEST_IPV6_PREFIX = 32
@@ -247,6 +252,12 @@ class ModelSpec(ApiModel):
             ".metricsPort",
         ),
         Rule(
+            f"!has(self.env) || self.env.filter(e, has(e.valueFrom)).size() <= {MAX_CONFIG_MAP_ENV}",
+            f"spec.model.env: at most {MAX_CONFIG_MAP_ENV} variables may come from ConfigMaps",
+            lambda model: sum(1 for item in model.env if item.value_from is not None) <= MAX_CONFIG_MAP_ENV,
+            ".env",
+        ),
+        Rule(
             f"!has(self.env) || !self.env.exists(e, e.name.startsWith('{RESERVED_ENV_PREFIX}'))",
             f"spec.model.env: names starting with {RESERVED_ENV_PREFIX} are reserved for the operator",
             lambda model: not any(item.name.startswith(RESERVED_ENV_PREFIX) for item in model.env),
@@ -311,7 +322,7 @@ class ModelSpec(ApiModel):
     )
     secret_files: list[SecretFile] = Field(
         default_factory=list,
-        max_length=16,
+        max_length=MAX_SECRET_FILES,
         description=f"Secrets mounted read-only as files under {SECRET_FILES_DIR}/<name>/.",
         json_schema_extra=list_map("name"),
     )
@@ -637,7 +648,7 @@ class MTLS(ApiModel):
     )
     clients: list[MTLSClient] = Field(
         default_factory=list,
-        max_length=64,
+        max_length=MAX_CLIENTS,
         description=(
             "Clients allowed to call the model. Default: none. Changing the list needs the security-admin "
             "permission, and the right to deliver client certificates into each client's namespace."
