@@ -198,7 +198,7 @@ def test_the_identity_may_not_touch_the_cluster_beyond_its_needs(
         ("create", "pods", "--subresource=exec"),
         ("create", "pods"),
         ("delete", "deployments.apps"),
-        ("update", "deployments.apps"),
+        ("patch", "deployments.apps"),
         ("escalate", "roles.rbac.authorization.k8s.io"),
         ("bind", "roles.rbac.authorization.k8s.io"),
         ("*", "secrets"),

@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from chart.helm import IMAGE_VALUES, RELEASE, helm, one, render, with_image
+from securemodels.api import v1alpha1
 from securemodels.api.v1alpha1 import DIGEST_IMAGE_PATTERN
 from securemodels.config import DEFAULT_SIDECAR_IMAGE, OperatorConfig
 from securemodels.handlers import permissions
@@ -26,6 +27,14 @@ SERVICE_ACCOUNT = {"kind": "ServiceAccount", "name": FULLNAME, "namespace": OPER
 # permissions.OWN_NAMESPACE does not list; the chart grants it there.
 CA_EVENTS = ("", "events", "create")
 MIRRORED_SIDECAR = "registry.example.com/mirror/nginx-unprivileged@sha256:" + "0f" * 32
+ADMISSION_ROLE_SUFFIXES = ("-security-admin", "-client-certificates")
+CLUSTER_SCOPED = (
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "ValidatingAdmissionPolicy",
+    "ValidatingAdmissionPolicyBinding",
+)
+ADMISSION_POLICIES = ("mounts", "configmaps", "clients", "access")
 
 Grant = tuple[str, str, str]  # (apiGroup, resource, verb)
 
@@ -45,7 +54,13 @@ def rule_grants(role: dict[str, Any]) -> set[Grant]:
 
 
 def rbac(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [item for item in objects if item["apiVersion"].startswith("rbac.authorization.k8s.io/")]
+    """The operator's own RBAC: not the roles the admission policy refers to, which it never holds."""
+    return [
+        item
+        for item in objects
+        if item["apiVersion"].startswith("rbac.authorization.k8s.io/")
+        and not item["metadata"]["name"].endswith(ADMISSION_ROLE_SUFFIXES)
+    ]
 
 
 def test_the_chart_crds_are_identical_to_the_generated_ones() -> None:
@@ -242,7 +257,7 @@ def test_every_object_carries_the_chart_labels(values: dict[str, Any]) -> None:
         assert labels["app.kubernetes.io/managed-by"] == "Helm"
         assert labels["app.kubernetes.io/part-of"] == "secure-model-operator"
         assert labels["helm.sh/chart"] == "secure-model-operator-0.1.0"
-        if item["kind"] not in ("ClusterRole", "ClusterRoleBinding"):
+        if item["kind"] not in CLUSTER_SCOPED:
             assert item["metadata"]["namespace"], item["metadata"]["name"]
     selector = {"app.kubernetes.io/name": "secure-model-operator", "app.kubernetes.io/instance": RELEASE}
     assert one(objects, "Deployment")["spec"]["selector"] == {"matchLabels": selector}
@@ -415,3 +430,98 @@ def test_every_checkov_skip_says_why() -> None:
 
     reasoned = set(SKIP_REASON.findall(CHECKOV_CONFIG.read_text()))
     assert set(settings["skip-check"]) <= reasoned
+
+
+# ------------------------------------------------------------------------------------ admission policy
+
+
+def policies(objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The admission policies by their last name part (mounts, configmaps, clients, access)."""
+    return {
+        item["metadata"]["name"].rsplit("-", 1)[1]: item
+        for item in objects
+        if item["kind"] == "ValidatingAdmissionPolicy"
+    }
+
+
+def test_the_admission_policies_are_on_by_default_each_bound_to_deny() -> None:
+    objects = render()
+
+    found = policies(objects)
+    assert sorted(found) == sorted(ADMISSION_POLICIES)
+    bindings = {
+        item["spec"]["policyName"]: item
+        for item in objects
+        if item["kind"] == "ValidatingAdmissionPolicyBinding"
+    }
+    for policy in found.values():
+        assert policy["spec"]["failurePolicy"] == "Fail"
+        assert policy["spec"]["matchConstraints"]["resourceRules"] == [
+            {
+                "apiGroups": [v1alpha1.GROUP],
+                "apiVersions": ["*"],
+                "operations": ["CREATE", "UPDATE"],
+                "resources": [v1alpha1.PLURAL],
+            }
+        ]
+        binding = bindings[policy["metadata"]["name"]]
+        assert binding["spec"]["validationActions"] == ["Deny"]
+        assert "matchResources" not in binding["spec"]
+    assert not [
+        item for item in render({"admissionPolicy": {"enabled": False}}) if "AdmissionPolicy" in item["kind"]
+    ]
+
+
+def test_with_watch_namespaces_the_policies_bind_only_there() -> None:
+    objects = render({"config": {"watchNamespaces": ["ml-prod", "ml-gateway"]}})
+
+    for item in objects:
+        if item["kind"] == "ValidatingAdmissionPolicyBinding":
+            assert item["spec"]["matchResources"]["namespaceSelector"]["matchExpressions"] == [
+                {"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["ml-prod", "ml-gateway"]}
+            ]
+
+
+@pytest.mark.parametrize(
+    ("policy", "prefix", "limit"),
+    [
+        ("mounts", "secret", v1alpha1.MAX_SECRET_FILES),
+        ("configmaps", "configMap", v1alpha1.MAX_CONFIG_MAP_ENV),
+        ("clients", "client", v1alpha1.MAX_CLIENTS),
+    ],
+)
+def test_each_item_the_api_allows_gets_its_own_authorizer_check(policy: str, prefix: str, limit: int) -> None:
+    """The API server allows two authorizer checks per expression: a list longer than the policy's
+    variables would pass its tail unchecked."""
+    variables = [item["name"] for item in policies(render())[policy]["spec"]["variables"]]
+
+    checked = [name for name in variables if re.fullmatch(rf"{prefix}[0-9]+", name)]
+    assert checked == [f"{prefix}{index}" for index in range(limit)]
+    for item in policies(render())[policy]["spec"]["variables"]:
+        assert item["expression"].count("authorizer.") <= 1, item["name"]
+
+
+def test_the_security_admin_holds_every_verb_the_policies_ask_for() -> None:
+    objects = render()
+    asked = set(
+        re.findall(r"check\('([a-z-]+)'\)", json.dumps([item["spec"] for item in policies(objects).values()]))
+    )
+    admin = next(item for item in objects if item["metadata"]["name"].endswith("-security-admin"))
+
+    (rule,) = admin["rules"]
+    assert rule["apiGroups"] == [v1alpha1.GROUP]
+    assert rule["resources"] == [v1alpha1.PLURAL]
+    assert {"grant", "weaken", "set-owner"} <= set(rule["verbs"])
+    assert {"grant", "weaken", "set-owner"} <= asked
+
+
+def test_client_certificates_opt_in_is_aggregated_into_admin_and_edit_only() -> None:
+    role = next(item for item in render() if item["metadata"]["name"].endswith("-client-certificates"))
+
+    labels = role["metadata"]["labels"]
+    assert labels["rbac.authorization.k8s.io/aggregate-to-admin"] == "true"
+    assert labels["rbac.authorization.k8s.io/aggregate-to-edit"] == "true"
+    assert "rbac.authorization.k8s.io/aggregate-to-view" not in labels
+    assert role["rules"] == [
+        {"apiGroups": [v1alpha1.GROUP], "resources": ["clientcertificates"], "verbs": ["create"]}
+    ]

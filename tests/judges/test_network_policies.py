@@ -28,7 +28,7 @@ import yaml
 from securemodels.api.v1alpha1 import SecureModelDeploymentSpec
 from securemodels.config import OperatorConfig
 from securemodels.desired.controls import network
-from securemodels.desired.model import Context
+from securemodels.desired.model import Context, Observed
 from securemodels.desired.naming import Owner
 from support.manifests import smd
 from support.paths import EXAMPLES
@@ -126,8 +126,8 @@ class Analysis:
             config=OperatorConfig(),
             now=datetime.now(UTC),
         )
-        policies = tuple(item for item in self.rendered if item["kind"] == "NetworkPolicy")
-        return network.check(context, policies).status
+        (policy,) = (item for item in self.rendered if item["kind"] == "NetworkPolicy")
+        return network.check(context, Observed(objects={context.names.network_policy: policy})).status
 
 
 Analyze = Callable[[str], Analysis]

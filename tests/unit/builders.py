@@ -1,5 +1,6 @@
-"""Small factories for the unit tests: a valid spec, a context around it, and the live objects an API
-server would return for what the operator built, ready to be tampered with."""
+"""Small factories for the unit tests: a valid spec, a context around it, and the live state an API server
+would hold once the operator's objects are written and its Deployment has made a pod, ready to be
+tampered with."""
 
 from __future__ import annotations
 
@@ -12,9 +13,10 @@ from typing import Any
 from securemodels import desired
 from securemodels.api.v1alpha1 import SecureModelDeploymentSpec
 from securemodels.config import OperatorConfig
+from securemodels.desired import canonical, workload
 from securemodels.desired.controls import mtls
-from securemodels.desired.model import Context, Facts, Manifest, Observed
-from securemodels.desired.naming import Owner
+from securemodels.desired.model import Context, Facts, Manifest, Observed, Permissions
+from securemodels.desired.naming import ChildRef, Owner
 from securemodels.pki import CertificateInfo, KeyPair
 from support.manifests import merge
 
@@ -31,6 +33,29 @@ FINGERPRINT = "ab" * 32
 SERVER = mtls.ServerTLS(
     pair=KeyPair(cert_pem=b"server-cert", key_pem=b"server-key"), bundle_pem=BUNDLE, fingerprint=FINGERPRINT
 )
+TEMPLATE_KEY = b"unit-tests-template-key-0123456789abcdef"
+NODE = "node-a"
+REGION = "eu-west-1"
+DEPLOYMENT_UID = "d0000000-0000-4000-8000-000000000001"
+REPLICA_SET_UID = "r0000000-0000-4000-8000-000000000001"
+POD_TEMPLATE_HASH = "7c9d8f6b5"
+REPLICA_SET_NAME = f"{NAME}-{POD_TEMPLATE_HASH}"
+POD_NAME = f"{REPLICA_SET_NAME}-abcde"
+# What admission and the scheduler add to every pod (DefaultTolerationSeconds, priority, the node).
+DEFAULT_TOLERATIONS = [
+    {
+        "key": "node.kubernetes.io/not-ready",
+        "operator": "Exists",
+        "effect": "NoExecute",
+        "tolerationSeconds": 300,
+    },
+    {
+        "key": "node.kubernetes.io/unreachable",
+        "operator": "Exists",
+        "effect": "NoExecute",
+        "tolerationSeconds": 300,
+    },
+]
 
 Mutation = Callable[[Manifest], object]
 
@@ -44,8 +69,8 @@ def spec(**overrides: Any) -> SecureModelDeploymentSpec:
     return SecureModelDeploymentSpec.model_validate(spec_dict(**overrides))
 
 
-def owner(name: str = NAME, namespace: str = NAMESPACE, generation: int = 3) -> Owner:
-    return Owner(name=name, namespace=namespace, uid=UID, generation=generation)
+def owner(name: str = NAME, namespace: str = NAMESPACE, generation: int = 3, uid: str = UID) -> Owner:
+    return Owner(name=name, namespace=namespace, uid=uid, generation=generation)
 
 
 def context(
@@ -55,13 +80,23 @@ def context(
     facts: Facts | None = None,
     now: datetime = NOW,
     who: Owner | None = None,
+    template_key: bytes = TEMPLATE_KEY,
     **overrides: Any,
 ) -> Context:
-    """A context for `smd` (or the baseline spec with `overrides`), with facts that let it be realised."""
+    """A context for `smd` (or the baseline spec with `overrides`), with facts that let it be realised:
+    its storage class encrypts, and the node the pod runs on is in its first region."""
     smd = smd if smd is not None else spec(**overrides)
     if facts is None:
-        facts = Facts(storage_class=storage_class() if smd.storage else None)
-    return Context(owner=who or owner(), spec=smd, config=config or OperatorConfig(), now=now, facts=facts)
+        region = smd.residency.regions[0] if smd.residency else REGION
+        facts = Facts(storage_class=storage_class() if smd.storage else None, node_regions={NODE: region})
+    return Context(
+        owner=who or owner(),
+        spec=smd,
+        config=config or OperatorConfig(),
+        now=now,
+        facts=facts,
+        template_key=template_key,
+    )
 
 
 def allowing(*registries: str) -> OperatorConfig:
@@ -117,33 +152,112 @@ def kinds(manifests: Iterable[Manifest]) -> list[str]:
     return [item["kind"] for item in manifests]
 
 
-def pod_spec(deployment: Manifest) -> dict[str, Any]:
-    result: dict[str, Any] = deployment["spec"]["template"]["spec"]
+def pod_spec(workload_object: Manifest) -> dict[str, Any]:
+    """The pod spec of a Deployment (its template's) or of a Pod."""
+    if workload_object["kind"] == "Pod":
+        found: dict[str, Any] = workload_object["spec"]
+        return found
+    result: dict[str, Any] = workload_object["spec"]["template"]["spec"]
     return result
 
 
-def container(deployment: Manifest, name: str) -> dict[str, Any]:
-    return next(item for item in pod_spec(deployment)["containers"] if item["name"] == name)
+def container(workload_object: Manifest, name: str) -> dict[str, Any]:
+    return next(item for item in pod_spec(workload_object)["containers"] if item["name"] == name)
 
 
-def observe(ctx: Context, **changes: Any) -> Observed:
-    """What the API server returns once the operator's objects are applied: deep copies, so a test can
-    tamper with them; `changes` replace whole fields of the result."""
-    owned = copy.deepcopy(list(build(ctx).owned))
+# ----------------------------------------------------------------------------------------- live state
 
-    def one(kind: str) -> Manifest | None:
-        return next((item for item in owned if item["kind"] == kind), None)
 
+def replica_set_of(deployment: Manifest, uid: str = REPLICA_SET_UID) -> Manifest:
+    """The ReplicaSet the Deployment controller makes, as the cache keeps it (metadata only)."""
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "ReplicaSet",
+        "metadata": {
+            "name": REPLICA_SET_NAME,
+            "namespace": deployment["metadata"]["namespace"],
+            "uid": uid,
+            "labels": {**labels, "pod-template-hash": POD_TEMPLATE_HASH},
+            "ownerReferences": [
+                {
+                    "apiVersion": "apps/v1",
+                    "kind": "Deployment",
+                    "name": deployment["metadata"]["name"],
+                    "uid": deployment["metadata"]["uid"],
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ],
+        },
+    }
+
+
+def pod_of(
+    deployment: Manifest, replica_set: Manifest | None, name: str = POD_NAME, node: str | None = NODE
+) -> Manifest:
+    """A pod the ReplicaSet made from the Deployment's template, as admitted and scheduled: the node,
+    the priority and the default tolerations added, the template's labels and annotations copied."""
+    template = deployment["spec"]["template"]
+    spec = copy.deepcopy(template["spec"])
+    spec.update(
+        serviceAccount=spec["serviceAccountName"],
+        priority=0,
+        preemptionPolicy="PreemptLowerPriority",
+        tolerations=[*spec.get("tolerations", []), *copy.deepcopy(DEFAULT_TOLERATIONS)],
+    )
+    if node is not None:
+        spec["nodeName"] = node
+    owners = (
+        [
+            {
+                "apiVersion": "apps/v1",
+                "kind": "ReplicaSet",
+                "name": replica_set["metadata"]["name"],
+                "uid": replica_set["metadata"]["uid"],
+                "controller": True,
+                "blockOwnerDeletion": True,
+            }
+        ]
+        if replica_set is not None
+        else []
+    )
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "namespace": deployment["metadata"]["namespace"],
+            "uid": f"pod-{name}",
+            "labels": {**template["metadata"]["labels"], "pod-template-hash": POD_TEMPLATE_HASH},
+            "annotations": dict(template["metadata"].get("annotations") or {}),
+            "ownerReferences": owners,
+        },
+        "spec": spec,
+        "status": {"phase": "Running"},
+    }
+
+
+def observe(ctx: Context, clients: Mapping[str, KeyPair] | None = None, **changes: Any) -> Observed:
+    """What the cluster holds once the operator's objects are written: deep copies of what it built
+    (keyed by ChildRef), the Deployment's template stamped with the context's key, one ReplicaSet and,
+    unless no replica is wanted, one running pod made from the template. Nothing is allowed to the
+    model's account. `changes` replace whole fields of the result."""
+    objects = copy.deepcopy(build(ctx, clients).by_ref())
+    ref = ctx.names.deployment
+    deployment = objects[ref]
+    deployment["metadata"]["uid"] = DEPLOYMENT_UID
+    deployment, _ = workload.with_template_mac(deployment, ctx.template_key, deployment)
+    objects[ref] = deployment
+    replica_set = replica_set_of(deployment)
+    pods = (pod_of(deployment, replica_set),) if ctx.spec.model.replicas > 0 else ()
     observed = Observed(
-        deployment=one("Deployment"),
-        service=one("Service"),
-        service_account=one("ServiceAccount"),
-        sidecar_config=one("ConfigMap"),
+        objects=objects,
+        canonical_template=copy.deepcopy(pod_spec(deployment)),
+        pods=pods,
+        replica_sets=(replica_set,),
+        permissions=Permissions(),
         server_certificate=certificate(ctx.now),
-        pvc=one("PersistentVolumeClaim"),
-        network_policies=tuple(item for item in owned if item["kind"] == "NetworkPolicy"),
-        roles=tuple(item for item in owned if item["kind"] == "Role"),
-        role_bindings=tuple(item for item in owned if item["kind"] == "RoleBinding"),
     )
     return replace(observed, **changes)
 
@@ -156,14 +270,45 @@ def tampered(manifest: Manifest | None, mutation: Mutation) -> Manifest:
     return result
 
 
-def binding(
-    kind: str, name: str, subjects: list[dict[str, str]], labels: Mapping[str, str] | None = None
-) -> Manifest:
-    """A RoleBinding or ClusterRoleBinding someone else created."""
-    return {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": kind,
-        "metadata": {"name": name, "namespace": NAMESPACE, "labels": dict(labels or {})},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "edit"},
-        "subjects": subjects,
-    }
+def ref_of(observed: Observed, kind: str, name: str | None = None) -> ChildRef:
+    (found,) = [ref for ref in observed.objects if ref.kind == kind and name in (None, ref.name)]
+    return found
+
+
+def live(observed: Observed, kind: str, name: str | None = None) -> Manifest:
+    """The one live object of `kind` (and `name`)."""
+    return observed.objects[ref_of(observed, kind, name)]
+
+
+def altered(observed: Observed, kind: str, mutation: Mutation, name: str | None = None) -> Observed:
+    """The live state with one object changed by `mutation`."""
+    ref = ref_of(observed, kind, name)
+    return replace(observed, objects={**observed.objects, ref: tampered(observed.objects[ref], mutation)})
+
+
+def removed(observed: Observed, kind: str, name: str | None = None) -> Observed:
+    """The live state with one object gone."""
+    ref = ref_of(observed, kind, name)
+    return replace(observed, objects={key: value for key, value in observed.objects.items() if key != ref})
+
+
+def restamped(pod: Manifest, key: bytes = TEMPLATE_KEY) -> Manifest:
+    """The pod with a stamp that matches its spec, as if the operator had written its template."""
+    result = copy.deepcopy(pod)
+    result["metadata"]["annotations"][canonical.TEMPLATE_MAC_ANNOTATION] = canonical.template_mac(
+        key, result["spec"]
+    )
+    return result
+
+
+def with_pod(observed: Observed, mutation: Mutation, *, stamp: bool = False) -> Observed:
+    """The live state with its pod changed by `mutation`; `stamp`: re-stamped to match, so that only
+    the control's own judgement of the pod is in play."""
+    (pod,) = observed.pods
+    changed = tampered(pod, mutation)
+    return replace(observed, pods=(restamped(changed) if stamp else changed,))
+
+
+def with_pods(observed: Observed, *pods: Manifest) -> Observed:
+    """The live state with more pods."""
+    return replace(observed, pods=(*observed.pods, *pods))

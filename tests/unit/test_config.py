@@ -31,6 +31,7 @@ def test_defaults() -> None:
     assert config.allowed_registries == ()
     assert config.monitoring_namespace == "monitoring"
     assert config.sidecar_image == DEFAULT_SIDECAR_IMAGE
+    assert config.image_pull_policy == "Always"
     assert config.ca_key_algorithm == "ECDSA-P256"
     assert config.ca_duration_hours == 24 * 365
     assert config.dns == DNSPeer(namespace="kube-system", pod_labels={"k8s-app": "kube-dns"})
@@ -119,6 +120,8 @@ def test_overrides(
         ({"dns": {"namespace": "dns", "labels": {}}}, "dns"),
         ({"encryptingProvisioners": {"x": {"values": ["y"]}}}, "encryptingProvisioners"),
         ({"sidecarImage": "nginx:1.27"}, "sidecarImage"),
+        ({"imagePullPolicy": "Sometimes"}, "imagePullPolicy"),
+        ({"imagePullPolicy": "always"}, "imagePullPolicy"),
     ],
     ids=[
         "no workers",
@@ -130,6 +133,8 @@ def test_overrides(
         "unknown dns key",
         "no parameter",
         "sidecar by tag",
+        "unknown pull policy",
+        "pull policy in lower case",
     ],
 )
 def test_bad_values_are_refused(tmp_path: Path, data: dict[str, Any], field: str) -> None:
@@ -161,3 +166,16 @@ def test_the_sidecar_image_must_come_from_an_allowed_registry(
 def test_config_is_frozen() -> None:
     with pytest.raises(ValidationError):
         OperatorConfig().workers = 8  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("policy", ["Always", "IfNotPresent", "Never"])
+def test_image_pull_policy_is_read_from_the_file(tmp_path: Path, policy: str) -> None:
+    config = OperatorConfig.load(write(tmp_path, {"imagePullPolicy": policy}).read_text())
+
+    assert config.image_pull_policy == policy
+
+
+def test_image_pull_policy_can_be_overridden() -> None:
+    assert OperatorConfig.load(
+        "imagePullPolicy: Never", image_pull_policy="IfNotPresent"
+    ).image_pull_policy == ("IfNotPresent")

@@ -6,6 +6,7 @@ integration tests; here we check the shape quickly.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -167,10 +168,28 @@ def test_every_cel_rule_has_a_message(root: Node) -> None:
 
 
 def test_name_length_rule_on_the_object(root: Node) -> None:
-    (rule,) = [entry["rule"] for entry in root["x-kubernetes-validations"]]
+    (entry,) = root["x-kubernetes-validations"]
 
-    assert "self.metadata.name" in rule
-    assert f"<= {v1alpha1.MAX_NAME_LENGTH}" in rule
+    assert entry == v1alpha1.NAME_RULE.entry()
+    assert "self.metadata.name" in entry["rule"]
+    assert f"<= {v1alpha1.MAX_NAME_LENGTH}" in entry["rule"]
+
+
+def test_the_crd_holds_every_declared_rule_and_no_other(root: Node) -> None:
+    declared = [
+        rule.entry()
+        for value in vars(v1alpha1).values()
+        if isinstance(value, type) and issubclass(value, v1alpha1.ApiModel)
+        for rule in value.__dict__.get("RULES", ())
+    ]
+    declared += [v1alpha1.NAME_RULE.entry(), v1alpha1.IMAGE_RULE.entry(), v1alpha1.CIDR_RULE.entry()]
+    found = [
+        entry for key, value in keys_anywhere(root) if key == "x-kubernetes-validations" for entry in value
+    ]
+
+    assert {json.dumps(entry, sort_keys=True) for entry in found} == {
+        json.dumps(entry, sort_keys=True) for entry in declared
+    }
 
 
 def test_image_must_be_pinned_by_digest(root: Node) -> None:
@@ -200,7 +219,9 @@ def test_anywhere_peers_need_an_explicit_opt_in(root: Node) -> None:
 
     assert ingress.startswith("self.allowIngressFromAnywhere || ")
     assert egress.startswith("self.allowEgressToAnywhere || ")
-    assert all("prefixLength() == 0" in rule for rule in (ingress, egress))
+    for rule in (ingress, egress):
+        assert f"prefixLength() < {v1alpha1.BROADEST_IPV4_PREFIX}" in rule
+        assert f"prefixLength() < {v1alpha1.BROADEST_IPV6_PREFIX}" in rule
 
 
 def test_certificate_durations_are_bounded(root: Node) -> None:

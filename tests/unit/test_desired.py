@@ -1,4 +1,5 @@
-"""desired.build, preflight and referenced_objects: everything an SMD becomes, in apply order."""
+"""desired.build and referenced_objects: everything an SMD becomes, in apply order, and the live state
+of what it builds passing every control."""
 
 from __future__ import annotations
 
@@ -8,10 +9,10 @@ from typing import Any
 import pytest
 
 from securemodels import desired
-from securemodels.desired import naming, status
-from securemodels.desired.model import Facts, Observed
+from securemodels.desired import judging, naming
+from securemodels.desired.model import Facts
 from securemodels.pki import KeyPair
-from unit.builders import BUNDLE, allowing, build, context, find, kinds, observe, owner, spec, storage_class
+from unit.builders import BUNDLE, build, context, find, kinds, observe, owner, storage_class
 
 FULL: dict[str, Any] = {
     "storage": {"size": "20Gi", "storageClassName": "encrypted-gp3"},
@@ -71,7 +72,11 @@ def test_every_owned_object_is_owned_stamped_and_in_the_namespace() -> None:
     for item in owned:
         metadata = item["metadata"]
         assert metadata["namespace"] == "ml-prod"
-        assert metadata["ownerReferences"] == [owner().reference()]
+        assert naming.owned_by(item, owner(), desired.ref_of(item))
+        if item["kind"] == "PersistentVolumeClaim":  # retained: it outlives the SMD
+            assert "ownerReferences" not in metadata
+        else:
+            assert metadata["ownerReferences"] == [owner().reference()]
         assert metadata["labels"]["app.kubernetes.io/managed-by"] == naming.MANAGED_BY
         assert re.fullmatch(r"[0-9a-f]{16}", desired.desired_hash(item) or "")
 
@@ -152,34 +157,6 @@ def test_remote_objects_are_stamped_and_labelled_not_owned() -> None:
         assert desired.desired_hash(item) is not None
 
 
-def test_preflight_passes_a_realisable_spec() -> None:
-    assert desired.preflight(context(**FULL), Observed()) == ()
-
-
-def test_preflight_collects_every_blocker_in_order() -> None:
-    ctx = context(
-        spec(**FULL, **ENV),
-        config=allowing("quay.io"),
-        facts=Facts(storage_class=None, missing_references=("Secret/creds", "ConfigMap/settings")),
-    )
-
-    blockers = desired.preflight(ctx, Observed())
-
-    assert [blocker.reason for blocker in blockers] == [
-        "RegistryNotAllowed",
-        "StorageClassNotFound",
-        "ReferenceNotFound",
-    ]
-    assert "Secret/creds, ConfigMap/settings" in blockers[2].message
-    assert blockers[2].message.startswith("spec.model refers to")
-
-
-def test_preflight_sees_an_immutable_storage_class() -> None:
-    (blocker,) = desired.preflight(context(**FULL), Observed(pvc={"spec": {"storageClassName": "standard"}}))
-
-    assert blocker.reason == "StorageClassImmutable"
-
-
 def test_referenced_objects_are_sorted_and_unique() -> None:
     assert desired.referenced_objects(context(**ENV)) == [("ConfigMap", "settings"), ("Secret", "creds")]
     assert desired.referenced_objects(context()) == []
@@ -208,16 +185,19 @@ SPECS: list[tuple[str, dict[str, Any]]] = [
 @pytest.mark.parametrize("overrides", [c[1] for c in SPECS], ids=[c[0] for c in SPECS])
 def test_what_is_built_passes_every_check(overrides: dict[str, Any]) -> None:
     ctx = context(**overrides)
-    results = status.judge(ctx, observe(ctx))
+    observed = observe(ctx)
 
-    assert desired.preflight(ctx, Observed()) == ()
-    assert [(result.name, result.status) for result in results if result.status != "Pass"] == []
+    assert judging.preflight(ctx, observed) == ()
+    assert [
+        (result.name, result.status) for result in judging.judge(ctx, observed) if result.status != "Pass"
+    ] == []
 
 
-def test_names_another_owner_holds_block_the_smd_and_are_named() -> None:
-    taken = Observed(names_taken=("Deployment/fraud", "Secret/fraud-tls"))
+def test_by_ref_keys_every_object_by_kind_namespace_and_name() -> None:
+    built = build(context(**FULL), {"gateway.ml-gw": PAIR})
+    refs = built.by_ref()
 
-    (blocker,) = desired.preflight(context(**FULL), taken)
-
-    assert blocker.reason == "NameTaken"
-    assert "Deployment/fraud, Secret/fraud-tls" in blocker.message
+    assert len(refs) == len(built.owned) + len(built.remote)
+    assert all(desired.ref_of(item) == ref for ref, item in refs.items())
+    assert naming.ChildRef("Secret", "ml-gw", "fraud.ml-prod.client-gateway") in refs
+    assert set(refs) <= {*context(**FULL).names.local(), *context(**FULL).names.remote()}

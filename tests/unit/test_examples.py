@@ -9,12 +9,11 @@ from typing import Any
 import pytest
 import yaml
 
-from securemodels import desired
 from securemodels.api.v1alpha1 import KIND, SecureModelDeployment
-from securemodels.desired import status
-from securemodels.desired.model import Facts, Observed
+from securemodels.desired import judging
+from securemodels.desired.model import Facts
 from support.paths import EXAMPLES
-from unit.builders import context, observe, owner
+from unit.builders import NODE, context, observe, owner
 
 EXPECTED_WEAKENED = {"weakened.yaml": {"network-isolation", "mtls"}}
 
@@ -43,13 +42,17 @@ def test_example_builds_objects_that_pass_or_are_weakened_on_purpose(
 ) -> None:
     classes = {doc["metadata"]["name"]: doc for doc in documents(path) if doc.get("kind") == "StorageClass"}
     spec = SecureModelDeployment.model_validate(document).spec
-    facts = Facts(storage_class=classes.get(spec.storage.storage_class_name) if spec.storage else None)
+    facts = Facts(
+        storage_class=classes.get(spec.storage.storage_class_name) if spec.storage else None,
+        node_regions={NODE: spec.residency.regions[0]} if spec.residency else {},
+    )
     ctx = context(
         spec, facts=facts, who=owner(document["metadata"]["name"], document["metadata"]["namespace"])
     )
-    verdicts = {result.name: result.status for result in status.judge(ctx, observe(ctx))}
+    observed = observe(ctx)
+    verdicts = {result.name: result.status for result in judging.judge(ctx, observed)}
 
-    assert desired.preflight(ctx, Observed()) == ()
+    assert judging.preflight(ctx, observed) == ()
     assert "Fail" not in verdicts.values()
     assert {name for name, verdict in verdicts.items() if verdict == "Weakened"} == EXPECTED_WEAKENED.get(
         path.name, set()

@@ -11,24 +11,29 @@ import pytest
 
 from securemodels.api.v1alpha1 import HEALTH_PORT, TLS_PORT, MTLSClient
 from securemodels.config import OperatorConfig
-from securemodels.desired import naming, status
-from securemodels.desired.compare import selector_matches
+from securemodels.desired import judging, naming
 from securemodels.desired.controls import mtls
 from securemodels.desired.model import Context, ControlResult, Manifest, Observed
+from securemodels.desired.naming import ChildRef
+from securemodels.desired.selectors import selector_matches
 from securemodels.pki import KeyPair
 from unit.builders import (
     BUNDLE,
     FINGERPRINT,
     NOW,
+    POD_NAME,
     SERVER,
     Mutation,
+    altered,
+    build,
     certificate,
     container,
     context,
     observe,
     owner,
     pod_spec,
-    tampered,
+    removed,
+    with_pod,
 )
 
 GATEWAY = MTLSClient(name="gateway", namespace="ml-gw")
@@ -49,10 +54,12 @@ def test_client_identity_is_name_dot_namespace() -> None:
 
 
 def test_client_object_names_cannot_collide_across_smds() -> None:
-    ctx = context()
+    names = context(**CLIENTS).names
 
-    assert mtls.client_secret_name(ctx, GATEWAY) == "fraud.ml-prod.client-gateway"
-    assert mtls.ca_bundle_name(ctx) == "fraud.ml-prod.ca-bundle"
+    assert names.client_secrets[mtls.client_identity(GATEWAY)] == ChildRef(
+        "Secret", "ml-gw", "fraud.ml-prod.client-gateway"
+    )
+    assert names.ca_bundles["ml-gw"] == ChildRef("ConfigMap", "ml-gw", "fraud.ml-prod.ca-bundle")
 
 
 def test_dns_names_use_the_configured_cluster_domain() -> None:
@@ -128,7 +135,7 @@ def test_tls_secret_offline_holds_only_the_bundle() -> None:
 
 
 def test_client_secret_lands_in_the_clients_namespace() -> None:
-    secret = mtls.client_secret(context(), GATEWAY, CLIENT_PAIR, BUNDLE)
+    secret = mtls.client_secret(context(**CLIENTS), GATEWAY, CLIENT_PAIR, BUNDLE)
 
     assert (secret["metadata"]["name"], secret["metadata"]["namespace"]) == (
         "fraud.ml-prod.client-gateway",
@@ -141,7 +148,7 @@ def test_client_secret_lands_in_the_clients_namespace() -> None:
 
 
 def test_ca_bundle_config_map_holds_no_key() -> None:
-    config_map = mtls.ca_bundle_config_map(context(), "ml-gw", BUNDLE)
+    config_map = mtls.ca_bundle_config_map(context(**CLIENTS), "ml-gw", BUNDLE)
 
     assert (config_map["metadata"]["name"], config_map["metadata"]["namespace"]) == (
         "fraud.ml-prod.ca-bundle",
@@ -198,7 +205,7 @@ def test_pod_annotations_change_with_what_nginx_loads(
 
 def test_deployment_template_carries_the_annotations() -> None:
     ctx = context()
-    deployment = observe(ctx).deployment or {}
+    deployment = build(ctx).by_ref()[ctx.names.deployment]
 
     assert deployment["spec"]["template"]["metadata"]["annotations"] == mtls.pod_annotations(ctx, SERVER)
 
@@ -209,121 +216,185 @@ def test_weakenings() -> None:
 
 
 def verdict(ctx: Context, observed: Observed) -> ControlResult:
-    """The mtls control's verdict on `observed`, as the status chain judges it."""
-    (result,) = [item for item in status.judge(ctx, observed) if item.name == mtls.NAME]
+    """The mtls control's verdict on `observed`, with the generic judges' findings, as judging gives it."""
+    (result,) = [item for item in judging.judge(ctx, observed) if item.name == mtls.NAME]
     return result
 
 
-def judge(ctx: Context | None = None, **changes: Any) -> tuple[str, str]:
-    ctx = ctx or context()
-    result = verdict(ctx, observe(ctx, **changes))
-    return result.status, result.message
-
-
-def test_check_passes_the_built_objects() -> None:
+def test_check_passes_the_built_objects_and_the_live_pod() -> None:
     ctx = context(**CLIENTS)
-    result = verdict(ctx, observe(ctx))
+    result = mtls.check(ctx, observe(ctx))
 
     assert (result.name, result.status, result.reason) == ("mtls", "Pass", "MutualTLS")
+    assert verdict(ctx, observe(ctx)) == result
 
 
 def test_check_reports_tls_12_as_a_weakening() -> None:
     ctx = context(mtls={"minTLSVersion": "1.2"})
-    result = verdict(ctx, observe(ctx))
+    result = mtls.check(ctx, observe(ctx))
 
     assert (result.status, result.reason, result.weakenings) == ("Weakened", "TLS12", ("TLS12",))
     assert "spec.mtls.minTLSVersion" in result.message
 
 
-def remove_sidecar(deployment: Manifest) -> None:
-    pod_spec(deployment)["containers"] = [
-        item for item in pod_spec(deployment)["containers"] if item["name"] != mtls.SIDECAR
-    ]
+def test_a_failure_outranks_the_weakening() -> None:
+    ctx = context(mtls={"minTLSVersion": "1.2"})
+    result = mtls.check(ctx, replace(observe(ctx), server_certificate=None))
+
+    assert (result.status, result.reason, result.weakenings) == ("Fail", "MTLSNotEnforced", ())
 
 
-def swap_sidecar_image(deployment: Manifest) -> None:
-    container(deployment, mtls.SIDECAR)["image"] = "nginx@sha256:" + "2" * 64
+def without_sidecar(workload_object: Manifest) -> None:
+    spec = pod_spec(workload_object)
+    spec["containers"] = [item for item in spec["containers"] if item["name"] != mtls.SIDECAR]
+
+
+def swap_sidecar_image(workload_object: Manifest) -> None:
+    container(workload_object, mtls.SIDECAR)["image"] = "nginx@sha256:" + "2" * 64
 
 
 def add_port(service: Manifest) -> None:
     service["spec"]["ports"].append({"name": "plain", "port": 80, "targetPort": 8080})
 
 
-def plain_target(service: Manifest) -> None:
-    service["spec"]["ports"][0]["targetPort"] = 8080
+def on_ports(**fields: Any) -> Mutation:
+    return lambda service: service["spec"]["ports"][0].update(fields)
 
 
-DEPLOYMENT_CHANGES: list[tuple[str, Mutation, str]] = [
-    ("sidecar removed", remove_sidecar, f"the pods have no {mtls.SIDECAR} sidecar"),
-    ("sidecar image swapped", swap_sidecar_image, "not the configured image"),
-]
-SERVICE_CHANGES: list[tuple[str, Mutation, str]] = [
-    ("NodePort", lambda item: item["spec"].update(type="NodePort"), "Service fraud is exposed as NodePort"),
+def edit_conf(config_map: Manifest) -> None:
+    conf = config_map["data"]["nginx.conf"]
+    config_map["data"]["nginx.conf"] = conf.replace("ssl_verify_client on;", "ssl_verify_client optional;")
+
+
+OBJECT_CHANGES: list[tuple[str, str, Mutation, str]] = [
     (
-        "LoadBalancer",
-        lambda item: item["spec"].update(type="LoadBalancer"),
-        "Service fraud is exposed as LoadBalancer",
+        "sidecar removed from the template",
+        "Deployment",
+        without_sidecar,
+        f"the Deployment's pods have no {mtls.SIDECAR}",
     ),
-    ("extra port", add_port, "Service fraud exposes ports other than the TLS port"),
-    ("target the model port", plain_target, "Service fraud exposes ports other than the TLS port"),
+    ("extra Service port", "Service", add_port, "Service fraud exposes ports other than the TLS port"),
+    (
+        "Service targets the model port",
+        "Service",
+        on_ports(targetPort=8080),
+        "exposes ports other than the TLS port",
+    ),
+    ("Service on port 80", "Service", on_ports(port=80), "exposes ports other than the TLS port"),
+    ("Service without ports", "Service", lambda item: item["spec"].pop("ports"), "exposes ports other than"),
+    (
+        "client verification made optional",
+        "ConfigMap",
+        edit_conf,
+        "ConfigMap fraud-sidecar does not hold the operator's nginx.conf",
+    ),
+    ("config emptied", "ConfigMap", lambda item: item.pop("data"), "does not hold the operator's nginx.conf"),
 ]
 
 
 @pytest.mark.parametrize(
-    ("mutation", "problem"), [c[1:] for c in DEPLOYMENT_CHANGES], ids=[c[0] for c in DEPLOYMENT_CHANGES]
+    ("kind", "mutation", "problem"), [c[1:] for c in OBJECT_CHANGES], ids=[c[0] for c in OBJECT_CHANGES]
 )
-def test_check_fails_on_a_tampered_sidecar(mutation: Mutation, problem: str) -> None:
-    ctx = context()
-    verdict, message = judge(ctx, deployment=tampered(observe(ctx).deployment, mutation))
+def test_check_fails_on_a_changed_object(kind: str, mutation: Mutation, problem: str) -> None:
+    ctx = context(**CLIENTS)
+    result = mtls.check(ctx, altered(observe(ctx), kind, mutation))
 
-    assert verdict == "Fail"
-    assert problem in message
+    assert (result.status, result.reason) == ("Fail", "MTLSNotEnforced")
+    assert problem in result.message
 
 
 @pytest.mark.parametrize(
-    ("mutation", "problem"), [c[1:] for c in SERVICE_CHANGES], ids=[c[0] for c in SERVICE_CHANGES]
-)
-def test_check_fails_on_a_tampered_service(mutation: Mutation, problem: str) -> None:
-    ctx = context()
-    verdict, message = judge(ctx, service=tampered(observe(ctx).service, mutation))
-
-    assert verdict == "Fail"
-    assert problem in message
-
-
-@pytest.mark.parametrize(
-    ("changes", "problem"),
+    ("kind", "problem"),
     [
-        ({"deployment": None}, "the model's Deployment does not exist"),
-        ({"service": None}, "Service fraud does not exist"),
-        ({"server_certificate": None}, "Secret fraud-tls holds no readable certificate"),
-        ({"server_certificate": certificate(NOW - timedelta(days=2))}, "the server certificate expired at"),
+        ("Deployment", "the model's Deployment does not exist"),
+        ("Service", "Service fraud does not exist"),
+        ("ConfigMap", "ConfigMap fraud-sidecar does not hold the operator's nginx.conf"),
+    ],
+)
+def test_check_fails_on_a_missing_object(kind: str, problem: str) -> None:
+    ctx = context()
+    result = mtls.check(ctx, removed(observe(ctx), kind))
+
+    assert result.status == "Fail"
+    assert problem in result.message
+
+
+def test_check_fails_on_a_pod_without_the_sidecar() -> None:
+    ctx = context()
+    result = mtls.check(ctx, with_pod(observe(ctx), without_sidecar, stamp=True))
+
+    assert result.status == "Fail"
+    assert f"pod {POD_NAME} runs without the {mtls.SIDECAR} sidecar" in result.message
+
+
+def test_judging_fails_mtls_for_a_pod_whose_sidecar_was_removed() -> None:
+    ctx = context()
+    result = verdict(ctx, with_pod(observe(ctx), without_sidecar))
+
+    assert result.status == "Fail"
+    assert f"pod {POD_NAME}: spec.containers[{mtls.SIDECAR}] (removed) differs" in result.message
+    assert f"pod {POD_NAME} runs without the {mtls.SIDECAR} sidecar" in result.message
+
+
+def test_judging_fails_mtls_for_a_pod_whose_sidecar_runs_another_image() -> None:
+    ctx = context()
+    result = verdict(ctx, with_pod(observe(ctx), swap_sidecar_image))
+
+    assert result.status == "Fail"
+    assert f"pod {POD_NAME}: spec.containers[{mtls.SIDECAR}].image differs from the operator's template" in (
+        result.message
+    )
+
+
+def test_judging_fails_mtls_for_a_changed_service_port() -> None:
+    ctx = context()
+    observed = replace(observe(ctx), drift={ctx.names.service: ("spec.ports[https].targetPort",)})
+    result = verdict(ctx, observed)
+
+    assert result.status == "Fail"
+    assert "Service fraud was changed outside the operator at spec.ports[https].targetPort" in result.message
+
+
+@pytest.mark.parametrize(
+    ("certificate_info", "problem"),
+    [
+        (None, "Secret fraud-tls holds no readable certificate"),
+        (certificate(NOW - timedelta(days=2)), "the server certificate expired at"),
         (
-            {"server_certificate": certificate(NOW, valid_for=timedelta(0))},
-            "the server certificate expired at",
+            certificate(NOW, valid_for=timedelta(0)),
+            "the server certificate expired at 2030-01-01T12:00:00+00:00",
         ),
     ],
-    ids=["no deployment", "no service", "no certificate", "expired certificate", "expiring this second"],
+    ids=["no certificate", "expired certificate", "expiring this second"],
 )
-def test_check_fails_on_missing_pieces(changes: dict[str, Any], problem: str) -> None:
-    verdict, message = judge(**changes)
+def test_check_fails_on_the_server_certificate(certificate_info: Any, problem: str) -> None:
+    ctx = context()
+    result = mtls.check(ctx, replace(observe(ctx), server_certificate=certificate_info))
 
-    assert verdict == "Fail"
-    assert problem in message
+    assert result.status == "Fail"
+    assert problem in result.message
 
 
-def test_check_fails_on_a_tampered_sidecar_config() -> None:
-    # nginx.conf decides who gets through; an edit that drops client verification must not pass.
-    ctx = context(**CLIENTS)
-    observed = observe(ctx)
+def test_a_certificate_valid_for_one_more_second_passes() -> None:
+    ctx = context()
+    observed = replace(observe(ctx), server_certificate=certificate(NOW, valid_for=timedelta(seconds=1)))
 
-    def verify_optional(config_map: Manifest) -> None:
-        conf = config_map["data"]["nginx.conf"]
-        config_map["data"]["nginx.conf"] = conf.replace(
-            "ssl_verify_client on;", "ssl_verify_client optional;"
-        )
+    assert mtls.check(ctx, observed).status == "Pass"
 
-    weakened = tampered(observed.sidecar_config, verify_optional)
-    assert weakened != observed.sidecar_config
 
-    assert verdict(ctx, replace(observed, sidecar_config=weakened)).status == "Fail"
+def test_check_reports_every_problem_at_once() -> None:
+    ctx = context()
+    observed = replace(
+        removed(observe(ctx), "Service"), server_certificate=None, findings={mtls.NAME: ("found by a judge",)}
+    )
+    message = mtls.check(ctx, observed).message
+
+    assert message.split("; ") == [
+        "found by a judge",
+        "Service fraud does not exist",
+        "Secret fraud-tls holds no readable certificate",
+    ]
+
+
+def test_preflight_has_nothing_to_block() -> None:
+    assert mtls.preflight(context(**CLIENTS), Observed()) is None

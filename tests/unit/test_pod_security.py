@@ -2,13 +2,31 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
+from securemodels.desired import judging
 from securemodels.desired.controls import mtls, pod_security
-from securemodels.desired.model import Manifest
-from unit.builders import Mutation, context, observe, pod_spec, tampered
+from securemodels.desired.model import ControlResult, Manifest, Observed
+from unit.builders import (
+    POD_NAME,
+    REPLICA_SET_UID,
+    Mutation,
+    altered,
+    build,
+    context,
+    observe,
+    pod_of,
+    pod_spec,
+    removed,
+    replica_set_of,
+    restamped,
+    tampered,
+    with_pod,
+    with_pods,
+)
 
 
 def test_pod_security_context() -> None:
@@ -32,14 +50,9 @@ def test_container_security_context() -> None:
     }
 
 
-def built() -> Manifest:
-    deployment = observe(context()).deployment
-    assert deployment is not None
-    return deployment
-
-
 def test_every_container_of_the_built_pod_is_hardened() -> None:
-    pod = pod_spec(built())
+    ctx = context()
+    pod = pod_spec(build(ctx).by_ref()[ctx.names.deployment])
 
     assert [item["name"] for item in pod["containers"]] == ["model", mtls.SIDECAR]
     assert all(
@@ -47,13 +60,14 @@ def test_every_container_of_the_built_pod_is_hardened() -> None:
     )
     assert pod["securityContext"] == pod_security.pod_security_context()
     assert pod["automountServiceAccountToken"] is False
+    assert pod_security.pod_problems(pod) == []
 
 
-def test_check_passes_the_built_deployment() -> None:
-    result = pod_security.check(built())
+def test_check_passes_the_built_deployment_and_its_pod() -> None:
+    ctx = context()
+    result = pod_security.check(ctx, observe(ctx))
 
     assert (result.name, result.status, result.reason) == ("pod-security", "Pass", "Restricted")
-    assert pod_security.pod_problems(pod_spec(built())) == []
 
 
 def on_container(name: str, **security: Any) -> Mutation:
@@ -79,6 +93,13 @@ def on_pod_context(**fields: Any) -> Mutation:
 def host_port(deployment: Manifest) -> None:
     sidecar = next(item for item in pod_spec(deployment)["containers"] if item["name"] == mtls.SIDECAR)
     sidecar["ports"][0]["hostPort"] = 8443
+
+
+def unconfined_pod(workload_object: Manifest) -> None:
+    """Containers that rely on the pod's seccomp profile, which is Unconfined."""
+    for item in pod_spec(workload_object)["containers"]:
+        item["securityContext"].pop("seccompProfile")
+    pod_spec(workload_object)["securityContext"]["seccompProfile"] = {"type": "Unconfined"}
 
 
 def privileged_init(deployment: Manifest) -> None:
@@ -107,15 +128,15 @@ TAMPERED: list[tuple[str, Mutation, str]] = [
     (
         "capabilities kept",
         on_container("model", capabilities={"drop": ["NET_RAW"]}),
-        "does not drop ALL capabilities",
+        "container model does not drop ALL capabilities",
     ),
     (
         "capability added",
         on_container("model", capabilities={"drop": ["ALL"], "add": ["SYS_ADMIN"]}),
-        "adds capabilities ['SYS_ADMIN']",
+        "container model adds capabilities ['SYS_ADMIN']",
     ),
     ("root user in the container", on_container("model", runAsUser=0), "container model may run as root"),
-    ("root user for the pod", on_pod_context(runAsUser=0), "may run as root"),
+    ("root user for the pod", on_pod_context(runAsUser=0), f"container {mtls.SIDECAR} may run as root"),
     ("root allowed", on_container("model", runAsNonRoot=False), "container model may run as root"),
     (
         "seccomp unconfined",
@@ -137,23 +158,46 @@ TAMPERED: list[tuple[str, Mutation, str]] = [
     ),
     ("host port", host_port, f"container {mtls.SIDECAR} uses a host port"),
     ("privileged init container", privileged_init, "container setup is privileged"),
+    ("share one process namespace", on_pod(shareProcessNamespace=True), "pod shares one process namespace"),
+    ("unconfined pod seccomp", unconfined_pod, f"container {mtls.SIDECAR} has no seccomp profile"),
+    (
+        "every capability added",
+        on_container("model", capabilities={"add": ["ALL"]}),
+        "container model adds capabilities ['ALL']",
+    ),
+    (
+        "privileged sidecar",
+        on_container(mtls.SIDECAR, privileged=True),
+        f"container {mtls.SIDECAR} is privileged",
+    ),
 ]
 
 
+def judged(observed: Observed) -> ControlResult:
+    return pod_security.check(context(), observed)
+
+
 @pytest.mark.parametrize(("mutation", "problem"), [c[1:] for c in TAMPERED], ids=[c[0] for c in TAMPERED])
-def test_check_fails_a_weakened_pod(mutation: Mutation, problem: str) -> None:
-    result = pod_security.check(tampered(built(), mutation))
+def test_check_fails_a_weakened_template(mutation: Mutation, problem: str) -> None:
+    result = judged(altered(observe(context()), "Deployment", mutation))
 
     assert (result.status, result.reason) == ("Fail", "PodNotHardened")
-    assert problem in result.message
+    assert f"the Deployment's template: {problem}" in result.message
+
+
+@pytest.mark.parametrize(("mutation", "problem"), [c[1:] for c in TAMPERED], ids=[c[0] for c in TAMPERED])
+def test_check_fails_a_weakened_pod_even_if_it_carried_a_stamp(mutation: Mutation, problem: str) -> None:
+    result = judged(with_pod(observe(context()), mutation, stamp=True))
+
+    assert (result.status, result.reason) == ("Fail", "PodNotHardened")
+    assert f"pod {POD_NAME}: {problem}" in result.message
+    assert "the Deployment's template" not in result.message
 
 
 def test_net_bind_service_may_be_added() -> None:
-    result = pod_security.check(
-        tampered(built(), on_container("model", capabilities={"drop": ["ALL"], "add": ["NET_BIND_SERVICE"]}))
-    )
+    added = on_container("model", capabilities={"drop": ["ALL"], "add": ["NET_BIND_SERVICE"]})
 
-    assert result.status == "Pass"
+    assert judged(altered(observe(context()), "Deployment", added)).status == "Pass"
 
 
 def test_container_inherits_the_pod_settings() -> None:
@@ -162,42 +206,102 @@ def test_container_inherits_the_pod_settings() -> None:
             item["securityContext"].pop("runAsNonRoot")
             item["securityContext"].pop("seccompProfile")
 
-    assert pod_security.check(tampered(built(), rely_on_pod)).status == "Pass"
+    assert judged(altered(observe(context()), "Deployment", rely_on_pod)).status == "Pass"
 
 
 def test_check_fails_without_a_deployment() -> None:
-    assert pod_security.check(None).reason == "DeploymentMissing"
+    result = judged(removed(observe(context()), "Deployment"))
+
+    assert (result.status, result.reason) == ("Fail", "DeploymentMissing")
 
 
-def pod(name: str, *owners: dict[str, Any]) -> Manifest:
-    return {"metadata": {"name": name, "ownerReferences": list(owners)}}
+def owned_by(*owners: dict[str, Any]) -> Mutation:
+    return lambda pod: pod["metadata"].update(ownerReferences=list(owners))
 
 
-REPLICA_SET = {"kind": "ReplicaSet", "name": "fraud-7c9d8f6b5", "controller": True}
+OUR_REPLICA_SET = {
+    "apiVersion": "apps/v1",
+    "kind": "ReplicaSet",
+    "name": "fraud-7c9d8f6b5",
+    "uid": REPLICA_SET_UID,
+}
+STRAYS: list[tuple[str, Mutation, bool]] = [
+    ("made by the Deployment's ReplicaSet", owned_by({**OUR_REPLICA_SET, "controller": True}), False),
+    ("made by hand", owned_by(), True),
+    ("another ReplicaSet's", owned_by({**OUR_REPLICA_SET, "uid": "someone-else", "controller": True}), True),
+    (
+        "a ReplicaSet of the same name, another uid",
+        owned_by({**OUR_REPLICA_SET, "uid": "x", "controller": True}),
+        True,
+    ),
+    ("not the controller", owned_by({**OUR_REPLICA_SET, "controller": False}), True),
+    ("no controller field", owned_by(OUR_REPLICA_SET), True),
+    (
+        "another kind with the uid",
+        owned_by({**OUR_REPLICA_SET, "kind": "StatefulSet", "controller": True}),
+        True,
+    ),
+]
 
 
-@pytest.mark.parametrize(
-    ("pods", "strays"),
-    [
-        ((pod("fraud-7c9d8f6b5-abcde", REPLICA_SET),), []),
-        ((pod("impostor"),), ["impostor"]),
-        ((pod("lookalike", {**REPLICA_SET, "name": "other-7c9d8f6b5"}),), ["lookalike"]),
-        ((pod("adopted", {**REPLICA_SET, "controller": False}),), ["adopted"]),
-        ((pod("canary", {**REPLICA_SET, "name": "fraud-canary-7c9d8f6b5"}),), ["canary"]),
-    ],
-    ids=[
-        "made by the Deployment",
-        "made by hand",
-        "another Deployment's",
-        "not the controller",
-        "a longer name",
-    ],
-)
-def test_pods_with_the_model_labels_must_come_from_its_deployment(
-    pods: tuple[Manifest, ...], strays: list[str]
-) -> None:
-    result = pod_security.check(built(), pods)
+@pytest.mark.parametrize(("mutation", "stray"), [c[1:] for c in STRAYS], ids=[c[0] for c in STRAYS])
+def test_every_pod_must_come_from_a_replica_set_of_the_deployment(mutation: Mutation, stray: bool) -> None:
+    result = judged(with_pod(observe(context()), mutation))
 
-    assert pod_security.stray_pods("fraud", pods) == strays
-    assert result.status == ("Fail" if strays else "Pass")
-    assert all(name in result.message for name in strays)
+    assert result.status == ("Fail" if stray else "Pass")
+    assert (f"pod {POD_NAME} was not made by the model's Deployment" in result.message) is stray
+
+
+def test_a_pod_of_a_replica_set_that_is_not_the_deployments_is_a_stray() -> None:
+    observed = observe(context())
+    deployment = observed.objects[context().names.deployment]
+    other = replica_set_of(
+        {**deployment, "metadata": {**deployment["metadata"], "uid": "other-deployment"}}, "rs-2"
+    )
+    stray = pod_of(deployment, other, name="fraud-copy")
+
+    result = judged(with_pods(observed, restamped(stray)))
+
+    assert result.message == "pod fraud-copy was not made by the model's Deployment"
+
+
+def test_a_pod_with_an_ephemeral_container_fails() -> None:
+    debug = {
+        "name": "debug",
+        "image": "busybox@sha256:" + "1" * 64,
+        "securityContext": pod_security.container_security_context(),
+    }
+    result = judged(with_pod(observe(context()), on_pod(ephemeralContainers=[debug]), stamp=True))
+
+    assert result.status == "Fail"
+    assert result.message == f"pod {POD_NAME} has ephemeral (debug) containers attached"
+
+
+def test_an_ephemeral_container_is_judged_like_the_others() -> None:
+    debug = {"name": "debug", "image": "busybox", "securityContext": {"privileged": True}}
+    result = judged(with_pod(observe(context()), on_pod(ephemeralContainers=[debug])))
+
+    assert f"pod {POD_NAME}: container debug is privileged" in result.message
+
+
+def test_judging_fails_pod_security_for_a_pod_that_is_not_from_the_template() -> None:
+    ctx = context()
+    observed = with_pod(observe(ctx), on_pod(hostAliases=[{"ip": "10.0.0.1", "hostnames": ["registry"]}]))
+    (result,) = [item for item in judging.judge(ctx, observed) if item.name == pod_security.NAME]
+
+    assert result.status == "Fail"
+    assert f"pod {POD_NAME} does not run a pod spec the operator wrote" in result.message
+    assert "spec.hostAliases (added)" in result.message
+
+
+def test_judging_passes_a_pod_of_an_earlier_revision() -> None:
+    ctx = context()
+    observed = observe(ctx)
+    (pod,) = observed.pods
+    earlier = restamped(tampered(pod, on_container("model", readOnlyRootFilesystem=True)))
+
+    assert all(item.status == "Pass" for item in judging.judge(ctx, replace(observed, pods=(earlier,))))
+
+
+def test_preflight_has_nothing_to_block() -> None:
+    assert pod_security.preflight(context(), Observed()) is None

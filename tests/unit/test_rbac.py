@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
-from securemodels import desired
-from securemodels.desired import status
+from securemodels.desired import judging, permissions
 from securemodels.desired.controls import rbac
-from securemodels.desired.model import Manifest, Observed
-from unit.builders import NAMESPACE, Mutation, binding, build, context, find, kinds, observe, tampered
+from securemodels.desired.model import Context, ControlResult, Observed, Permissions
+from unit.builders import NAMESPACE, Mutation, altered, build, context, find, kinds, observe, removed
 
 VIEWER = {"kind": "Group", "name": "ml-auditors"}
 DEPLOYER = {"kind": "User", "name": "alice@example.com"}
@@ -21,7 +21,6 @@ SMD_RULE = {
     "resources": ["securemodeldeployments"],
     "resourceNames": ["fraud"],
 }
-BOOTSTRAP = {rbac.BOOTSTRAP_LABEL: "rbac-defaults"}
 
 
 def test_service_account_does_not_mount_its_token() -> None:
@@ -100,217 +99,206 @@ def test_bindings_name_their_role_and_the_declared_subjects() -> None:
     ]
 
 
-def test_check_passes_the_built_objects() -> None:
-    ctx = context(**ACCESS)
-    observed = observe(ctx)
-    result = rbac.check(ctx, observed.service_account, observed.roles, observed.role_bindings, ())
+def declared() -> Context:
+    return context(**ACCESS)
+
+
+def check(observed: Observed, ctx: Context | None = None) -> ControlResult:
+    return rbac.check(ctx or declared(), observed)
+
+
+def test_check_passes_the_built_objects_when_nothing_is_allowed() -> None:
+    result = check(observe(declared()))
 
     assert (result.name, result.status, result.reason) == ("rbac", "Pass", "LeastPrivilege")
-
-
-def judge_rbac(**changes: Any) -> tuple[str, str]:
-    ctx = context(**ACCESS)
-    observed = observe(ctx, **changes)
-    result = rbac.check(
-        ctx, observed.service_account, observed.roles, observed.role_bindings, observed.cluster_role_bindings
-    )
-    return result.status, result.message
+    assert observe(declared()).permissions == Permissions()
 
 
 @pytest.mark.parametrize(
-    ("account", "problem"),
+    ("mutation", "problem"),
     [
-        (None, "ServiceAccount fraud does not exist"),
-        ({"metadata": {"name": "fraud"}, "automountServiceAccountToken": True}, "mounts its token"),
-        ({"metadata": {"name": "fraud"}}, "mounts its token"),
+        (lambda account: account.update(automountServiceAccountToken=True), "mounts its token"),
+        (lambda account: account.pop("automountServiceAccountToken"), "mounts its token"),
     ],
-    ids=["deleted", "automount on", "automount unset"],
+    ids=["automount on", "automount unset"],
 )
-def test_check_fails_on_the_service_account(account: Manifest | None, problem: str) -> None:
-    verdict, message = judge_rbac(service_account=account)
+def test_check_fails_on_an_account_that_mounts_its_token(mutation: Mutation, problem: str) -> None:
+    result = check(altered(observe(declared()), "ServiceAccount", mutation))
 
-    assert verdict == "Fail"
-    assert problem in message
+    assert (result.status, result.reason) == ("Fail", "ServiceAccountNotHardened")
+    assert f"ServiceAccount fraud {problem} into pods" in result.message
 
 
-MODEL_SA = {"kind": "ServiceAccount", "name": "fraud", "namespace": NAMESPACE}
-BINDINGS: list[tuple[str, str, list[dict[str, str]], dict[str, str], bool]] = [
-    ("the model's account", "RoleBinding", [MODEL_SA], {}, True),
-    ("the model's account, cluster-wide", "ClusterRoleBinding", [MODEL_SA], {}, True),
+def test_check_fails_without_the_account() -> None:
+    result = check(removed(observe(declared()), "ServiceAccount"))
+
+    assert (result.status, result.reason) == ("Fail", "ServiceAccountNotHardened")
+    assert "ServiceAccount fraud does not exist" in result.message
+
+
+@pytest.mark.parametrize(("kind", "name"), [("Role", "fraud-viewer"), ("RoleBinding", "fraud-deployer")])
+def test_check_fails_when_a_declared_object_is_missing(kind: str, name: str) -> None:
+    result = check(removed(observe(declared()), kind, name))
+
+    assert (result.status, result.reason) == ("Fail", "AccessNotAsDeclared")
+    assert f"{kind} {name} does not exist" in result.message
+
+
+def test_check_fails_while_the_permissions_are_unknown() -> None:
+    result = check(replace(observe(declared()), permissions=None))
+
+    assert (result.status, result.reason) == ("Fail", "PermissionsUnknown")
+    assert "the model's permissions could not be asked of the API server yet" in result.message
+
+
+PERMISSIONS: list[tuple[str, Permissions, tuple[str, ...], list[str]]] = [
     (
-        "every account of the namespace",
-        "RoleBinding",
-        [{"kind": "Group", "name": f"system:serviceaccounts:{NAMESPACE}"}],
-        {},
-        True,
+        "its own grant, with where it comes from",
+        Permissions(allowed=("get secrets", "create pods/exec")),
+        ("RoleBinding ml-prod/extra", "ClusterRoleBinding admin-for-fraud"),
+        [
+            "the model's ServiceAccount may get secrets, create pods/exec "
+            "(through RoleBinding ml-prod/extra, ClusterRoleBinding admin-for-fraud)"
+        ],
     ),
     (
-        "every account of the cluster",
-        "ClusterRoleBinding",
-        [{"kind": "Group", "name": "system:serviceaccounts"}],
-        {},
-        True,
+        "its own grant, from nowhere known",
+        Permissions(allowed=("do anything cluster-wide",)),
+        (),
+        ["the model's ServiceAccount may do anything cluster-wide"],
     ),
     (
-        "every authenticated user",
-        "ClusterRoleBinding",
-        [{"kind": "Group", "name": "system:authenticated"}],
-        {},
-        True,
+        "every account's grant",
+        Permissions(allowed=("get configmaps",), everyone=("get configmaps",)),
+        ("RoleBinding ml-prod/extra",),
+        ["every service account of the namespace, the model's included, may get configmaps"],
     ),
     (
-        "Kubernetes' own default",
-        "ClusterRoleBinding",
-        [{"kind": "Group", "name": "system:serviceaccounts"}],
-        BOOTSTRAP,
-        False,
+        "both",
+        Permissions(allowed=("get secrets", "get configmaps"), everyone=("get configmaps",)),
+        (),
+        [
+            "the model's ServiceAccount may get secrets",
+            "every service account of the namespace, the model's included, may get configmaps",
+        ],
     ),
-    (
-        "Kubernetes' own default for everyone",
-        "ClusterRoleBinding",
-        [{"kind": "Group", "name": "system:authenticated"}],
-        BOOTSTRAP,
-        False,
-    ),
-    ("an account of that name elsewhere", "RoleBinding", [{**MODEL_SA, "namespace": "other"}], {}, False),
-    (
-        "the accounts of another namespace",
-        "RoleBinding",
-        [{"kind": "Group", "name": "system:serviceaccounts:other"}],
-        {},
-        False,
-    ),
-    ("a user named like the account", "RoleBinding", [{"kind": "User", "name": "fraud"}], {}, False),
 ]
 
 
 @pytest.mark.parametrize(
-    ("kind", "subjects", "labels", "grants"), [c[1:] for c in BINDINGS], ids=[c[0] for c in BINDINGS]
+    ("answers", "culprits", "problems"), [c[1:] for c in PERMISSIONS], ids=[c[0] for c in PERMISSIONS]
 )
-def test_check_fails_on_bindings_that_reach_the_model_account(
-    kind: str, subjects: list[dict[str, str]], labels: dict[str, str], grants: bool
+def test_check_fails_on_what_the_authorizer_allows_the_model_account(
+    answers: Permissions, culprits: tuple[str, ...], problems: list[str]
 ) -> None:
-    extra = binding(kind, "extra", subjects, labels)
-    observed = observe(context(**ACCESS))
-    if kind == "RoleBinding":
-        verdict, message = judge_rbac(role_bindings=(*observed.role_bindings, extra))
-    else:
-        verdict, message = judge_rbac(cluster_role_bindings=(extra,))
+    result = check(replace(observe(declared()), permissions=answers, bindings_naming_model=culprits))
 
-    if grants:
-        assert verdict == "Fail"
-        assert f"{kind} extra grants permissions to the model's ServiceAccount" in message
-    else:
-        assert verdict == "Pass", message
+    assert (result.status, result.reason) == ("Fail", "ExcessPrivilege")
+    assert result.message.split("; ") == problems
 
 
-def add_verb(verb: str) -> Mutation:
-    return lambda role: role["rules"][0]["verbs"].append(verb)
+def test_bindings_naming_the_account_alone_are_not_a_failure() -> None:
+    observed = replace(observe(declared()), bindings_naming_model=("RoleBinding ml-prod/harmless",))
+
+    assert check(observed).status == "Pass"
 
 
-ROLE_CHANGES: list[tuple[str, Mutation]] = [
-    ("extra verb", add_verb("delete")),
-    ("wildcard verb", add_verb("*")),
-    ("resourceNames dropped", lambda role: role["rules"][0].pop("resourceNames")),
+REASONS: list[tuple[str, dict[str, Any], str]] = [
     (
-        "secrets added",
-        lambda role: role["rules"].append({"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}),
+        "excess privilege first",
+        {"permissions": Permissions(allowed=("get secrets",)), "account": None},
+        "ExcessPrivilege",
+    ),
+    ("then unknown permissions", {"permissions": None, "account": None}, "PermissionsUnknown"),
+    ("then the account", {"account": None, "role": None}, "ServiceAccountNotHardened"),
+    ("then the declared access", {"role": None}, "AccessNotAsDeclared"),
+    (
+        "findings are access not as declared",
+        {"findings": ("Role fraud-viewer was changed",)},
+        "AccessNotAsDeclared",
+    ),
+    (
+        "findings do not hide an excess",
+        {
+            "findings": ("Role fraud-viewer was changed",),
+            "permissions": Permissions(allowed=("get secrets",)),
+        },
+        "ExcessPrivilege",
     ),
 ]
 
 
-@pytest.mark.parametrize("mutation", [c[1] for c in ROLE_CHANGES], ids=[c[0] for c in ROLE_CHANGES])
-def test_check_fails_on_roles_with_more_rules(mutation: Mutation) -> None:
-    observed = observe(context(**ACCESS))
-    roles = tuple(
-        tampered(role, mutation) if role["metadata"]["name"] == "fraud-deployer" else role
-        for role in observed.roles
-    )
-    verdict, message = judge_rbac(roles=roles)
+@pytest.mark.parametrize(("situation", "reason"), [c[1:] for c in REASONS], ids=[c[0] for c in REASONS])
+def test_the_gravest_problem_names_the_reason(situation: dict[str, Any], reason: str) -> None:
+    observed = observe(declared())
+    if "account" in situation:
+        observed = removed(observed, "ServiceAccount")
+    if "role" in situation:
+        observed = removed(observed, "Role", "fraud-viewer")
+    if "permissions" in situation:
+        observed = replace(observed, permissions=situation["permissions"])
+    if "findings" in situation:
+        observed = replace(observed, findings={rbac.NAME: situation["findings"]})
 
-    assert verdict == "Fail"
-    assert "Role fraud-deployer has rules beyond the spec" in message
+    assert check(observed).reason == reason
 
 
-BINDING_CHANGES: list[tuple[str, Mutation]] = [
+def test_judging_fails_rbac_for_a_changed_role() -> None:
+    ctx = declared()
+    observed = replace(observe(ctx), drift={ctx.names.roles["deployer"]: ("rules",)})
+    (result,) = [item for item in judging.judge(ctx, observed) if item.name == rbac.NAME]
+
+    assert (result.status, result.reason) == ("Fail", "AccessNotAsDeclared")
+    assert "Role fraud-deployer was changed outside the operator at rules; restored" in result.message
+
+
+MODEL_ACCOUNT: list[tuple[str, dict[str, str], bool]] = [
+    ("its ServiceAccount", {"kind": "ServiceAccount", "name": "fraud", "namespace": NAMESPACE}, True),
+    ("its user name", {"kind": "User", "name": f"system:serviceaccount:{NAMESPACE}:fraud"}, True),
+    ("its namespace's accounts", {"kind": "Group", "name": f"system:serviceaccounts:{NAMESPACE}"}, True),
+    ("every account", {"kind": "Group", "name": "system:serviceaccounts"}, True),
+    ("everyone authenticated", {"kind": "Group", "name": "system:authenticated"}, True),
     (
-        "extra subject",
-        lambda item: item["subjects"].append(
-            {"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": "eve"}
-        ),
+        "an account of that name elsewhere",
+        {"kind": "ServiceAccount", "name": "fraud", "namespace": "ci"},
+        False,
     ),
+    ("another account here", {"kind": "ServiceAccount", "name": "fraud-ci", "namespace": NAMESPACE}, False),
+    ("a user named like the account", {"kind": "User", "name": "fraud"}, False),
     (
-        "bound to a ClusterRole",
-        lambda item: item.update(roleRef={**item["roleRef"], "kind": "ClusterRole", "name": "admin"}),
+        "another account's user name",
+        {"kind": "User", "name": f"system:serviceaccount:{NAMESPACE}:other"},
+        False,
+    ),
+    ("another namespace's accounts", {"kind": "Group", "name": "system:serviceaccounts:ci"}, False),
+    (
+        "a group named like the account",
+        {"kind": "Group", "name": f"system:serviceaccount:{NAMESPACE}:fraud"},
+        False,
     ),
 ]
 
 
-@pytest.mark.parametrize("mutation", [c[1] for c in BINDING_CHANGES], ids=[c[0] for c in BINDING_CHANGES])
-def test_check_fails_on_bindings_changed_by_someone_else(mutation: Mutation) -> None:
-    observed = observe(context(**ACCESS))
-    bindings = tuple(
-        tampered(item, mutation) if item["metadata"]["name"] == "fraud-viewer" else item
-        for item in observed.role_bindings
-    )
-    verdict, message = judge_rbac(role_bindings=bindings)
-
-    assert verdict == "Fail"
-    assert "RoleBinding fraud-viewer binds other subjects or roles than the spec" in message
-
-
-@pytest.mark.parametrize("kind", ["Role", "RoleBinding"])
-def test_check_fails_when_a_declared_object_is_missing(kind: str) -> None:
-    observed = observe(context(**ACCESS))
-    if kind == "Role":
-        verdict, message = judge_rbac(
-            roles=tuple(item for item in observed.roles if item["metadata"]["name"] != "fraud-viewer")
-        )
-    else:
-        verdict, message = judge_rbac(
-            role_bindings=tuple(
-                item for item in observed.role_bindings if item["metadata"]["name"] != "fraud-viewer"
-            )
-        )
-
-    assert verdict == "Fail"
-    assert f"{kind} fraud-viewer does not exist" in message
-
-
 @pytest.mark.parametrize(
-    "subject",
-    [
-        {"kind": "ServiceAccount", "name": "fraud", "namespace": NAMESPACE},
-        {"kind": "Group", "name": f"system:serviceaccounts:{NAMESPACE}"},
-        {"kind": "Group", "name": "system:serviceaccounts"},
-    ],
-    ids=["the model's account", "its namespace's accounts", "every account"],
+    ("subject", "names"), [c[1:] for c in MODEL_ACCOUNT], ids=[c[0] for c in MODEL_ACCOUNT]
 )
-def test_access_cannot_give_the_model_account_rights(subject: dict[str, str]) -> None:
-    # "The model's own ServiceAccount never gets permissions": such a spec is refused before anything is
-    # applied, rather than built and then judged as failing forever.
-    ctx = context(access={"viewers": [subject]})
+def test_preflight_refuses_access_that_names_the_model_account(subject: dict[str, str], names: bool) -> None:
+    for field in ("viewers", "deployers"):
+        blocker = rbac.preflight(context(access={field: [ROBOT, subject]}), Observed())
 
-    blocked = desired.preflight(ctx, Observed())
-    judged = next(result for result in status.judge(ctx, observe(ctx)) if result.name == rbac.NAME)
+        if names:
+            assert blocker is not None
+            assert blocker.reason == rbac.Reason.GRANTS_MODEL_ACCOUNT
+            assert "spec.access names the model's own ServiceAccount" in blocker.message
+        else:
+            assert blocker is None
 
-    assert blocked or judged.status == "Pass", judged.message
 
+def test_names_model_account_reads_binding_subjects() -> None:
+    owner_of_model = declared().owner
+    subjects = [{"kind": "ServiceAccount", "name": "fraud", "namespace": NAMESPACE}]
 
-@pytest.mark.parametrize(
-    ("changes", "reason"),
-    [
-        ({"service_account": None}, "ServiceAccountNotHardened"),
-        ({"roles": ()}, "AccessNotAsDeclared"),
-    ],
-    ids=["missing account", "missing roles"],
-)
-def test_the_reason_names_the_kind_of_problem(changes: dict[str, Any], reason: str) -> None:
-    ctx = context(**ACCESS)
-    observed = observe(ctx, **changes)
-
-    result = rbac.check(
-        ctx, observed.service_account, observed.roles, observed.role_bindings, observed.cluster_role_bindings
-    )
-
-    assert (result.status, result.reason) == ("Fail", reason)
+    assert rbac.names_model_account(subjects, owner_of_model)
+    assert not rbac.names_model_account([{"kind": "ServiceAccount", "name": "fraud"}], owner_of_model)
+    assert not rbac.names_model_account([], owner_of_model)
+    assert permissions.user_of(NAMESPACE, "fraud") == f"system:serviceaccount:{NAMESPACE}:fraud"

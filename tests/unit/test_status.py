@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import re
-from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
 import pytest
 
-from securemodels.api.v1alpha1 import SecureModelDeploymentStatus
-from securemodels.desired import status
+from securemodels.api.v1alpha1 import Condition, Phase, SecureModelDeploymentStatus
+from securemodels.desired import judging, status
 from securemodels.desired.controls import image_digest, mtls, network
+from securemodels.desired.controls.registry import CONTROLS
 from securemodels.desired.model import Blocker, ControlResult, ControlStatus, Facts, Manifest
-from unit.builders import IMAGE, NOW, certificate, context, observe, tampered
+from unit.builders import IMAGE, NOW, altered, certificate, context, live, observe, pod_spec, removed
 
 CONTROL_NAMES = [
     "image-digest",
@@ -61,34 +61,8 @@ def rolled_out(wanted: int = 1, **status_fields: Any) -> Manifest:
     }
 
 
-def conditions(built: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {item["type"]: item for item in built["conditions"]}
-
-
-def test_judge_runs_every_control_in_order() -> None:
-    ctx = context()
-    judged = status.judge(ctx, observe(ctx))
-
-    assert [result.name for result in judged] == CONTROL_NAMES
-    assert all(result.status == "Pass" for result in judged)
-
-
-def test_every_control_has_its_condition() -> None:
-    assert status.CONDITION_OF == CONDITIONS
-
-
-def test_judge_of_nothing_fails_every_control_that_needs_objects() -> None:
-    judged = {
-        result.name: result.status
-        for result in status.judge(context(), replace(observe(context()), deployment=None))
-    }
-
-    assert judged == {
-        **dict.fromkeys(CONTROL_NAMES, "Fail"),
-        "network-isolation": "Pass",
-        "rbac": "Pass",
-        "data-residency": "Pass",
-    }
+def conditions(built: SecureModelDeploymentStatus) -> dict[str, Condition]:
+    return {item.type: item for item in built.conditions}
 
 
 SUMMARIES: list[tuple[str, dict[str, Any], tuple[str, str]]] = [
@@ -182,69 +156,132 @@ def test_no_node_in_region_only_matters_with_residency() -> None:
     assert summary.phase == "Ready"
 
 
+EMPTY = SecureModelDeploymentStatus()
+
+
 def build(
     verdicts: list[ControlResult] | None = None,
     summary: status.Summary = READY_SUMMARY,
-    previous: dict[str, Any] | None = None,
+    previous: SecureModelDeploymentStatus = EMPTY,
     **changes: Any,
-) -> dict[str, Any]:
+) -> SecureModelDeploymentStatus:
     ctx = context(**changes)
     return status.build_status(ctx, verdicts or results(), summary, previous, rolled_out(), certificate())
+
+
+def later(
+    previous: SecureModelDeploymentStatus,
+    verdicts: list[ControlResult] | None = None,
+    summary: status.Summary = READY_SUMMARY,
+) -> SecureModelDeploymentStatus:
+    """The status an hour after `previous`."""
+    ctx = context(now=NOW + timedelta(hours=1))
+    return status.build_status(ctx, verdicts or results(), summary, previous, rolled_out(), certificate())
+
+
+def test_judging_nothing_fails_every_control_that_needs_the_deployment() -> None:
+    ctx = context()
+    judged = {
+        result.name: result.status for result in judging.judge(ctx, removed(observe(ctx), "Deployment"))
+    }
+
+    assert judged == {
+        **dict.fromkeys(CONTROL_NAMES, "Fail"),
+        "network-isolation": "Pass",
+        "rbac": "Pass",
+        "data-residency": "Pass",
+    }
 
 
 def test_status_has_ready_compliant_and_one_condition_per_control() -> None:
     built = build()
 
-    assert [item["type"] for item in built["conditions"]] == ["Ready", "Compliant", *CONDITIONS.values()]
-    assert all(item["status"] == "True" for item in built["conditions"])
-    assert all(item["observedGeneration"] == 3 for item in built["conditions"])
-    assert all(item["lastTransitionTime"] == "2030-01-01T12:00:00Z" for item in built["conditions"])
-    assert (built["observedGeneration"], built["phase"], built["compliant"]) == (3, "Ready", True)
+    assert [item.type for item in built.conditions] == ["Ready", "Compliant", *CONDITIONS.values()]
+    assert all(item.status == "True" for item in built.conditions)
+    assert all(item.observed_generation == 3 for item in built.conditions)
+    assert all(item.last_transition_time == "2030-01-01T12:00:00Z" for item in built.conditions)
+    assert (built.observed_generation, built.phase, built.compliant) == (3, "Ready", True)
 
 
-def test_status_fits_the_status_schema() -> None:
+def test_status_round_trips_through_what_is_stored() -> None:
     built = build(results(mtls="Weakened", rbac="Fail"), status.Summary("Degraded", "ControlFailing", "x"))
+    stored = built.as_object()
 
-    parsed = SecureModelDeploymentStatus.model_validate(built)
+    assert status.parse_status(stored) == built
+    assert SecureModelDeploymentStatus.model_validate(stored).as_object() == stored
+    assert stored["conditions"][0]["lastTransitionTime"] == "2030-01-01T12:00:00Z"
+    assert stored["certificate"]["sha256Fingerprint"] == certificate().sha256_fingerprint
 
-    assert parsed.model_dump(by_alias=True, exclude_none=True) == built
+
+def test_what_is_stored_leaves_absent_fields_out() -> None:
+    stored = status.build_status(context(), results(), READY_SUMMARY, EMPTY, None, None).as_object()
+
+    assert "certificate" not in stored
+    assert None not in stored.values()
+
+
+GARBAGE: list[tuple[str, Any]] = [
+    ("nothing", None),
+    ("an empty map", {}),
+    ("an unknown field", {"phase": "Ready", "quarantined": True}),
+    ("an unknown phase", {"phase": "Quarantined"}),
+    ("conditions not a list", {"conditions": "Ready"}),
+    ("a condition without its time", {"conditions": [{"type": "Ready", "status": "True", "reason": "R"}]}),
+    ("a control with an unknown verdict", {"controls": [{"name": "mtls", "status": "Maybe", "reason": "R"}]}),
+    ("a generation that is not a number", {"observedGeneration": "three"}),
+]
+
+
+@pytest.mark.parametrize("stored", [c[1] for c in GARBAGE], ids=[c[0] for c in GARBAGE])
+def test_a_status_the_operator_did_not_write_is_read_as_empty(stored: Any) -> None:
+    assert status.parse_status(stored) == EMPTY
 
 
 def test_status_lists_each_control_verdict() -> None:
     built = build(results(rbac="Fail"))
 
-    assert built["controls"][3] == {
+    assert built.controls[3].model_dump(by_alias=True) == {
         "name": "rbac",
         "status": "Fail",
         "reason": "FailReason",
         "message": "rbac says so",
     }
-    assert [item["name"] for item in built["controls"]] == CONTROL_NAMES
+    assert [item.name for item in built.controls] == CONTROL_NAMES
 
 
 def test_status_shows_the_running_image_shortened_and_the_certificate_without_keys() -> None:
     built = build()
 
-    assert built["image"] == image_digest.short_image(IMAGE)
-    assert built["certificate"] == {
+    assert built.image == image_digest.short_image(IMAGE)
+    assert built.certificate is not None
+    assert built.certificate.model_dump(by_alias=True) == {
         "notAfter": (NOW + timedelta(hours=16)).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "serialNumber": "1f",
         "sha256Fingerprint": certificate().sha256_fingerprint,
     }
 
 
-def test_status_falls_back_to_the_spec_image_and_omits_a_missing_certificate() -> None:
-    built = status.build_status(context(), results(), READY_SUMMARY, None, None, None)
+def test_status_shows_the_image_the_live_deployment_runs() -> None:
+    other = IMAGE.replace("4f3c2b1a09f8e7d6", "0123456789abcdef")
+    deployment = rolled_out()
+    deployment["spec"]["template"]["spec"]["containers"][0]["image"] = other
+    built = status.build_status(context(), results(), READY_SUMMARY, EMPTY, deployment, None)
 
-    assert built["image"] == image_digest.short_image(IMAGE)
-    assert "certificate" not in built
+    assert built.image == image_digest.short_image(other)
+
+
+def test_status_falls_back_to_the_spec_image_and_omits_a_missing_certificate() -> None:
+    built = status.build_status(context(), results(), READY_SUMMARY, EMPTY, None, None)
+
+    assert built.image == image_digest.short_image(IMAGE)
+    assert built.certificate is None
 
 
 @pytest.mark.parametrize(
     ("verdicts", "reason", "named"),
     [
-        (results(rbac="Fail", mtls="Weakened"), "ControlsFailing", "rbac"),
-        (results(mtls="Weakened"), "ControlsWeakened", "mtls"),
+        (results(rbac="Fail", mtls="Weakened"), "ControlsFailing", "failing: rbac"),
+        (results(mtls="Weakened"), "ControlsWeakened", "weakened on purpose by the spec: mtls"),
     ],
     ids=["failing", "weakened"],
 )
@@ -254,56 +291,83 @@ def test_compliant_is_false_for_fail_and_weakened(
     built = build(verdicts)
     compliant = conditions(built)["Compliant"]
 
-    assert built["compliant"] is False
-    assert (compliant["status"], compliant["reason"]) == ("False", reason)
-    assert named in compliant["message"]
+    assert built.compliant is False
+    assert (compliant.status, compliant.reason, compliant.message) == ("False", reason, named)
+
+
+def test_compliant_counts_the_controls_that_pass() -> None:
+    assert conditions(build())["Compliant"].message == "all 7 controls pass"
 
 
 def test_a_weakened_control_has_a_false_condition() -> None:
     mtls_condition = conditions(build(results(mtls="Weakened")))["MTLSReady"]
 
-    assert (mtls_condition["status"], mtls_condition["reason"]) == ("False", "WeakenedReason")
+    assert (mtls_condition.status, mtls_condition.reason) == ("False", "WeakenedReason")
 
 
 def test_ready_condition_follows_the_summary() -> None:
-    ready = conditions(build(summary=status.Summary("Blocked", "StorageClassNotFound", "no class")))["Ready"]
+    ready = conditions(build(summary=status.Summary("Degraded", "RolloutStuck", "too slow")))["Ready"]
 
-    assert (ready["status"], ready["reason"], ready["message"]) == (
-        "False",
-        "StorageClassNotFound",
-        "no class",
-    )
+    assert (ready.status, ready.reason, ready.message) == ("False", "RolloutStuck", "too slow")
 
 
 def test_transition_time_is_kept_while_the_status_holds() -> None:
-    earlier = build()
-    later = status.build_status(
-        context(now=NOW + timedelta(hours=1)),
-        results(),
-        status.Summary("Ready", "Available", "other words"),
-        earlier,
-        rolled_out(),
-        certificate(),
-    )
+    again = later(build(), summary=status.Summary("Ready", "Available", "other words"))
 
-    assert all(item["lastTransitionTime"] == "2030-01-01T12:00:00Z" for item in later["conditions"])
+    assert all(item.last_transition_time == "2030-01-01T12:00:00Z" for item in again.conditions)
+    assert conditions(again)["Ready"].message == "other words"
 
 
 def test_transition_time_moves_when_the_status_flips() -> None:
-    earlier = build()
-    later = status.build_status(
-        context(now=NOW + timedelta(hours=1)),
-        results(rbac="Fail"),
-        READY_SUMMARY,
-        earlier,
-        rolled_out(),
-        certificate(),
-    )
-    moved = {
-        item["type"] for item in later["conditions"] if item["lastTransitionTime"] != "2030-01-01T12:00:00Z"
-    }
+    again = later(build(), results(rbac="Fail"))
+    moved = {item.type for item in again.conditions if item.last_transition_time != "2030-01-01T12:00:00Z"}
 
     assert moved == {"Compliant", "LeastPrivilege"}
+    assert conditions(again)["LeastPrivilege"].last_transition_time == "2030-01-01T13:00:00Z"
+
+
+def test_transition_time_moves_for_a_new_condition() -> None:
+    previous = build().model_copy(update={"conditions": build().conditions[:2]})
+    again = later(previous)
+
+    assert conditions(again)["Ready"].last_transition_time == "2030-01-01T12:00:00Z"
+    assert conditions(again)["PodHardened"].last_transition_time == "2030-01-01T13:00:00Z"
+
+
+LONG = "x" * (status.MAX_MESSAGE + 100)
+
+
+def test_long_messages_are_cut_to_the_limit() -> None:
+    verdicts = [*results()[:-1], ControlResult("pod-security", "Fail", "PodNotHardened", LONG)]
+    built = build(verdicts, status.Summary("Degraded", "ControlFailing", LONG))
+
+    for message in (
+        conditions(built)["Ready"].message,
+        conditions(built)["PodHardened"].message,
+        built.controls[-1].message,
+    ):
+        assert len(message) == status.MAX_MESSAGE
+        assert message.endswith("...")
+
+
+def test_a_message_at_the_limit_is_kept_whole() -> None:
+    exact = "y" * status.MAX_MESSAGE
+    built = build(summary=status.Summary("Degraded", "ControlFailing", exact))
+
+    assert conditions(built)["Ready"].message == exact
+
+
+def test_condition_states_true_or_false() -> None:
+    made = status.condition(EMPTY, "Ready", False, "Why", "because", 4, NOW)
+
+    assert made == Condition(
+        type="Ready",
+        status="False",
+        reason="Why",
+        message="because",
+        last_transition_time="2030-01-01T12:00:00Z",
+        observed_generation=4,
+    )
 
 
 WEAKENED_SPECS: list[tuple[str, dict[str, Any]]] = [
@@ -330,23 +394,21 @@ WEAKENED_SPECS: list[tuple[str, dict[str, Any]]] = [
 def test_weakened_specs_report_not_compliant_with_valid_reasons(overrides: dict[str, Any]) -> None:
     ctx = context(**overrides)
     observed = observe(ctx)
-    judged = status.judge(ctx, observed)
+    judged = judging.judge(ctx, observed)
     built = status.build_status(
-        ctx, judged, READY_SUMMARY, None, observed.deployment, observed.server_certificate
+        ctx, judged, READY_SUMMARY, EMPTY, live(observed, "Deployment"), observed.server_certificate
     )
 
-    assert built["compliant"] is False
-    assert conditions(built)["Compliant"]["reason"] == "ControlsWeakened"
-    assert [
-        item["reason"] for item in built["conditions"] if not CONDITION_REASON.match(item["reason"])
-    ] == []
+    assert built.compliant is False
+    assert conditions(built)["Compliant"].reason == "ControlsWeakened"
+    assert [item.reason for item in built.conditions if not CONDITION_REASON.match(item.reason)] == []
 
 
 def test_weakened_verdicts_name_their_weakenings() -> None:
     ctx = context(**WEAKENED_SPECS[1][1], mtls={"minTLSVersion": "1.2"})
     weakened = {
         result.name: result.weakenings
-        for result in status.judge(ctx, observe(ctx))
+        for result in judging.judge(ctx, observe(ctx))
         if result.status == "Weakened"
     }
 
@@ -358,38 +420,112 @@ def test_weakened_verdicts_name_their_weakenings() -> None:
 
 def test_failing_checks_outrank_weakenings_in_compliance() -> None:
     ctx = context(mtls={"minTLSVersion": "1.2"})
-    observed = observe(ctx)
-    broken = replace(
-        observed,
-        deployment=tampered(
-            observed.deployment, lambda item: item["spec"]["template"]["spec"].update(hostNetwork=True)
-        ),
+    broken = altered(observe(ctx), "Deployment", lambda item: pod_spec(item).update(hostNetwork=True))
+    built = status.build_status(
+        ctx, judging.judge(ctx, broken), READY_SUMMARY, EMPTY, live(broken, "Deployment"), None
     )
-    built = status.build_status(ctx, status.judge(ctx, broken), READY_SUMMARY, None, broken.deployment, None)
 
-    assert conditions(built)["Compliant"]["reason"] == "ControlsFailing"
-    assert "pod-security" in conditions(built)["Compliant"]["message"]
+    assert conditions(built)["Compliant"].reason == "ControlsFailing"
+    assert "pod-security" in conditions(built)["Compliant"].message
 
 
-def events(previous: dict[str, Any] | None, current: dict[str, Any]) -> list[tuple[str, str]]:
+def test_every_reason_the_controls_give_is_a_valid_condition_reason() -> None:
+    reasons = [reason.value for control in CONTROLS for reason in control.Reason]
+
+    assert [reason for reason in reasons if not CONDITION_REASON.match(reason)] == []
+
+
+# ----------------------------------------------------------------------------------------- blocked
+
+
+BLOCKED = status.Summary("Blocked", "StorageClassNotFound", "spec.storage.storageClassName x does not exist")
+
+
+def test_a_blocked_status_keeps_the_previous_verdicts() -> None:
+    previous = build(results(rbac="Fail"))
+    blocked = status.blocked_status(context(now=NOW + timedelta(hours=1)), BLOCKED, previous)
+
+    assert blocked.phase == "Blocked"
+    assert blocked.controls == previous.controls
+    assert blocked.compliant == previous.compliant
+    assert blocked.certificate == previous.certificate
+    assert blocked.conditions[1:] == [item for item in previous.conditions if item.type != "Ready"]
+    ready = blocked.conditions[0]
+    assert (ready.type, ready.status, ready.reason) == ("Ready", "False", "StorageClassNotFound")
+    assert ready.last_transition_time == "2030-01-01T13:00:00Z"
+
+
+def test_a_blocked_status_of_a_new_smd_claims_no_verdicts() -> None:
+    blocked = status.blocked_status(context(), BLOCKED, EMPTY)
+
+    assert (blocked.phase, blocked.controls, blocked.compliant) == ("Blocked", [], None)
+    assert [item.type for item in blocked.conditions] == ["Ready"]
+    assert blocked.observed_generation == 3
+
+
+def test_staying_blocked_keeps_the_transition_time() -> None:
+    first = status.blocked_status(context(), BLOCKED, EMPTY)
+    again = status.blocked_status(
+        context(now=NOW + timedelta(hours=1)), status.Summary("Blocked", "ReferenceNotFound", "y"), first
+    )
+
+    assert again.conditions[0].last_transition_time == first.conditions[0].last_transition_time
+    assert again.conditions[0].reason == "ReferenceNotFound"
+
+
+def test_an_invalid_spec_claims_no_verdicts() -> None:
+    invalid = status.invalid_spec_status(build(), "spec.model.port: too big", 5, NOW)
+
+    assert (invalid.phase, invalid.observed_generation, invalid.controls, invalid.compliant) == (
+        "Blocked",
+        5,
+        [],
+        None,
+    )
+    (ready,) = invalid.conditions
+    assert (ready.type, ready.status, ready.reason, ready.message) == (
+        "Ready",
+        "False",
+        status.INVALID_SPEC,
+        "spec.model.port: too big",
+    )
+
+
+# ------------------------------------------------------------------------------------------- events
+
+
+def events(
+    previous: SecureModelDeploymentStatus, current: SecureModelDeploymentStatus
+) -> list[tuple[str, str]]:
     return [(event.type, event.reason) for event in status.transitions(previous, current)]
 
 
 def test_steady_state_sends_no_events() -> None:
     current = build()
 
-    assert events(current, build(previous=current)) == []
+    assert events(current, later(current)) == []
+
+
+def test_steady_failure_sends_no_events() -> None:
+    current = build(results(rbac="Fail"), status.Summary("Degraded", "ControlFailing", "x"))
+
+    assert (
+        events(
+            current, later(current, results(rbac="Fail"), status.Summary("Degraded", "ControlFailing", "x"))
+        )
+        == []
+    )
 
 
 def test_first_status_announces_the_phase_but_not_passing_controls() -> None:
-    (event,) = status.transitions(None, build())
+    (event,) = status.transitions(EMPTY, build())
 
     assert (event.type, event.reason) == ("Normal", "Available")
     assert event.message == "Ready: 2/2 replicas available"
 
 
 def test_first_status_warns_about_failing_and_weakened_controls() -> None:
-    assert events(None, build(results(rbac="Fail", mtls="Weakened"))) == [
+    assert events(EMPTY, build(results(rbac="Fail", mtls="Weakened"))) == [
         ("Normal", "Available"),
         ("Warning", "ControlWeakened"),
         ("Warning", "ControlFail"),
@@ -397,10 +533,23 @@ def test_first_status_warns_about_failing_and_weakened_controls() -> None:
 
 
 def test_a_new_passing_control_is_not_news() -> None:
-    previous = build()
-    previous["controls"] = [item for item in previous["controls"] if item["name"] != "pod-security"]
+    current = build()
+    previous = current.model_copy(
+        update={"controls": [item for item in current.controls if item.name != "pod-security"]}
+    )
 
-    assert events(previous, build(previous=previous)) == []
+    assert events(previous, later(previous)) == []
+
+
+def test_a_control_that_fails_and_recovers_sends_one_event_each_way() -> None:
+    passing = build()
+    failing = later(passing, results(rbac="Fail"))
+    recovered = later(failing)
+
+    assert status.transitions(passing, failing)[0].message == "rbac: rbac says so"
+    assert events(passing, failing) == [("Warning", "ControlFail")]
+    assert events(failing, recovered) == [("Normal", "ControlPass")]
+    assert events(recovered, later(recovered)) == []
 
 
 @pytest.mark.parametrize(
@@ -409,24 +558,52 @@ def test_a_new_passing_control_is_not_news() -> None:
         ("Pass", "Fail", ("Warning", "ControlFail")),
         ("Fail", "Pass", ("Normal", "ControlPass")),
         ("Pass", "Weakened", ("Warning", "ControlWeakened")),
+        ("Weakened", "Fail", ("Warning", "ControlFail")),
     ],
 )
 def test_control_changes_send_one_event(
     before: ControlStatus, after: ControlStatus, expected: tuple[str, str]
 ) -> None:
     previous = build(results(rbac=before))
-    current = build(results(rbac=after), previous=previous)
 
-    assert events(previous, current) == [expected]
+    assert events(previous, later(previous, results(rbac=after))) == [expected]
 
 
 @pytest.mark.parametrize(
     ("phase", "kind"),
     [("Ready", "Normal"), ("Progressing", "Normal"), ("Degraded", "Warning"), ("Blocked", "Warning")],
 )
-def test_phase_changes_send_one_event(phase: str, kind: str) -> None:
+def test_phase_changes_send_one_event(phase: Phase, kind: str) -> None:
     previous = build()
-    current = build(summary=status.Summary(phase, "Why", "because"), previous=previous)
+    current = later(previous, summary=status.Summary(phase, "Why", "because"))
     expected = [] if phase == "Ready" else [(kind, "Why")]
 
     assert events(previous, current) == expected
+
+
+def test_blocking_sends_one_warning() -> None:
+    previous = build()
+    blocked = status.blocked_status(context(), BLOCKED, previous)
+
+    assert events(previous, blocked) == [("Warning", "StorageClassNotFound")]
+    assert status.transitions(previous, blocked)[0].message == f"Blocked: {BLOCKED.message}"
+
+
+def test_staying_blocked_for_the_same_reason_sends_nothing() -> None:
+    first = status.blocked_status(context(), BLOCKED, EMPTY)
+    again = status.blocked_status(context(now=NOW + timedelta(hours=1)), BLOCKED, first)
+
+    assert events(first, again) == []
+
+
+def test_staying_blocked_for_another_reason_sends_one_event() -> None:
+    first = status.blocked_status(context(), BLOCKED, EMPTY)
+    again = status.blocked_status(context(), status.Summary("Blocked", "NameTaken", "Deployment x"), first)
+
+    assert events(first, again) == [("Warning", "NameTaken")]
+
+
+def test_being_unblocked_announces_the_new_phase() -> None:
+    blocked = status.blocked_status(context(), BLOCKED, EMPTY)
+
+    assert events(blocked, later(blocked)) == [("Normal", "Available")]

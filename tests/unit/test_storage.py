@@ -2,27 +2,32 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
 from securemodels.config import DEFAULT_ENCRYPTING_PROVISIONERS, EncryptionParameter, OperatorConfig
-from securemodels.desired import workload
+from securemodels.desired import judging, naming, workload
 from securemodels.desired.controls import storage
-from securemodels.desired.model import Facts, Manifest
+from securemodels.desired.model import Context, ControlResult, Facts, Manifest, Observed
 from unit.builders import (
+    POD_NAME,
     SERVER,
     STORAGE_CLASS,
     Mutation,
+    altered,
     build,
     container,
     context,
     find,
     kinds,
     observe,
+    owner,
     pod_spec,
+    removed,
     storage_class,
-    tampered,
+    with_pod,
 )
 
 STORAGE: dict[str, Any] = {
@@ -207,44 +212,101 @@ def test_scratch_space_is_in_memory() -> None:
     )
 
 
+def test_a_retained_claim_is_owned_by_label_not_by_reference() -> None:
+    claim = storage.persistent_volume_claim(context(**STORAGE))
+
+    assert claim is not None
+    assert "ownerReferences" not in claim["metadata"]
+    assert claim["metadata"]["labels"][naming.OWNER_UID_LABEL] == owner().uid
+
+
+def test_a_claim_deleted_with_the_smd_is_owned_by_reference() -> None:
+    ctx = context(persistentVolumeClaimRetentionPolicy={"whenDeleted": "Delete"}, **STORAGE)
+    claim = storage.persistent_volume_claim(ctx)
+
+    assert claim is not None
+    assert claim["metadata"]["ownerReferences"] == [owner().reference()]
+    assert naming.OWNER_UID_LABEL not in claim["metadata"]["labels"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "removed_claim"),
+    [
+        ({}, False),
+        ({"persistentVolumeClaimRetentionPolicy": {"whenStorageRemoved": "Delete"}}, True),
+        ({"persistentVolumeClaimRetentionPolicy": {"whenDeleted": "Delete"}}, False),
+        ({**STORAGE, "persistentVolumeClaimRetentionPolicy": {"whenStorageRemoved": "Delete"}}, False),
+    ],
+    ids=[
+        "retained by default",
+        "removed on request",
+        "kept when only deletion deletes",
+        "storage still declared",
+    ],
+)
+def test_a_claim_left_by_removed_storage_goes_only_on_request(
+    overrides: dict[str, Any], removed_claim: bool
+) -> None:
+    assert storage.claim_is_removed(context(**overrides)) is removed_claim
+
+
+def preflight(ctx: Context, observed: Observed | None = None) -> Any:
+    return storage.preflight(ctx, observed or Observed())
+
+
 def test_preflight_has_nothing_to_say_without_storage() -> None:
-    assert storage.preflight(context(facts=Facts()), None) is None
+    assert preflight(context(facts=Facts())) is None
 
 
 def test_preflight_passes_an_encrypting_class() -> None:
-    assert storage.preflight(context(**STORAGE), None) is None
+    assert preflight(context(**STORAGE)) is None
 
 
-PRE_FLIGHT: list[tuple[str, Facts, Manifest | None, str, str]] = [
+PRE_FLIGHT: list[tuple[str, Facts, str | None, str, str]] = [
     (
         "class missing",
         Facts(storage_class=None),
         None,
         "StorageClassNotFound",
-        f"{STORAGE_CLASS} does not exist",
+        f"spec.storage.storageClassName {STORAGE_CLASS} does not exist",
     ),
     (
         "class not encrypting",
         Facts(storage_class=storage_class(parameters={"encrypted": "false"})),
         None,
         "StorageClassNotEncrypted",
-        "does not set parameter encrypted",
+        "spec.storage.storageClassName: StorageClass encrypted-gp3 (ebs.csi.aws.com) does not set "
+        "parameter encrypted",
+    ),
+    (
+        "class of an unknown provisioner",
+        Facts(storage_class=storage_class(provisioner="rancher.io/local-path")),
+        None,
+        "StorageClassNotEncrypted",
+        "which is not known to encrypt",
     ),
     (
         "volume on another class",
         Facts(storage_class=storage_class()),
-        {"spec": {"storageClassName": "standard"}},
+        "standard",
         "StorageClassImmutable",
-        "exists on StorageClass standard",
+        "volume fraud-models exists on StorageClass standard; a volume cannot move to another class",
     ),
 ]
 
 
 @pytest.mark.parametrize(
-    ("facts", "live_pvc", "reason", "message"), [c[1:] for c in PRE_FLIGHT], ids=[c[0] for c in PRE_FLIGHT]
+    ("facts", "live_class", "reason", "message"), [c[1:] for c in PRE_FLIGHT], ids=[c[0] for c in PRE_FLIGHT]
 )
-def test_preflight_blocks(facts: Facts, live_pvc: Manifest | None, reason: str, message: str) -> None:
-    blocker = storage.preflight(context(facts=facts, **STORAGE), live_pvc)
+def test_preflight_blocks(facts: Facts, live_class: str | None, reason: str, message: str) -> None:
+    ctx = context(facts=facts, **STORAGE)
+    observed = observe(ctx)
+    if live_class is not None:
+        observed = altered(
+            observed, "PersistentVolumeClaim", lambda pvc: pvc["spec"].update(storageClassName=live_class)
+        )
+
+    blocker = preflight(ctx, observed)
 
     assert blocker is not None
     assert blocker.reason == reason
@@ -252,40 +314,49 @@ def test_preflight_blocks(facts: Facts, live_pvc: Manifest | None, reason: str, 
 
 
 def test_preflight_accepts_the_volume_already_on_the_class() -> None:
-    assert storage.preflight(context(**STORAGE), {"spec": {"storageClassName": STORAGE_CLASS}}) is None
+    ctx = context(**STORAGE)
+
+    assert preflight(ctx, observe(ctx)) is None
+
+
+def check(ctx: Context, observed: Observed) -> ControlResult:
+    return storage.check(ctx, observed)
 
 
 def test_check_passes_memory_only() -> None:
     ctx = context()
-    observed = observe(ctx)
-    result = storage.check(ctx, observed.deployment, observed.pvc)
+    result = check(ctx, observe(ctx))
 
     assert (result.name, result.status, result.reason) == ("storage-encryption", "Pass", "MemoryOnly")
 
 
 def test_check_passes_an_encrypted_volume() -> None:
     ctx = context(**STORAGE)
-    observed = observe(ctx)
-    result = storage.check(ctx, observed.deployment, observed.pvc)
+    result = check(ctx, observe(ctx))
 
     assert (result.status, result.reason) == ("Pass", "Encrypted")
-    assert STORAGE_CLASS in result.message
+    assert result.message == f"volume on encrypting StorageClass {STORAGE_CLASS}"
 
 
 def add_volume(volume: dict[str, Any]) -> Mutation:
-    return lambda deployment: pod_spec(deployment)["volumes"].append(volume)
+    return lambda item: pod_spec(item)["volumes"].append(volume)
 
 
-def scratch_on_disk(deployment: Manifest) -> None:
-    next(item for item in pod_spec(deployment)["volumes"] if item["name"] == "scratch")["emptyDir"] = {}
+def scratch_on_disk(item: Manifest) -> None:
+    next(volume for volume in pod_spec(item)["volumes"] if volume["name"] == "scratch")["emptyDir"] = {}
 
 
 TAMPERED: list[tuple[str, Mutation, str]] = [
     ("emptyDir on disk", scratch_on_disk, "volume scratch is an emptyDir on the node's disk"),
     (
+        "emptyDir on disk by medium",
+        add_volume({"name": "disk", "emptyDir": {"medium": ""}}),
+        "volume disk is an emptyDir on the node's disk",
+    ),
+    (
         "foreign claim",
         add_volume({"name": "data", "persistentVolumeClaim": {"claimName": "plain"}}),
-        "volume data mounts a claim",
+        "volume data mounts a claim the operator did not vet",
     ),
     (
         "host path",
@@ -297,49 +368,118 @@ TAMPERED: list[tuple[str, Mutation, str]] = [
         add_volume({"name": "eph", "ephemeral": {"volumeClaimTemplate": {}}}),
         "volume eph is not encrypted storage",
     ),
+    (
+        "inline CSI volume",
+        add_volume({"name": "csi", "csi": {"driver": "example.com"}}),
+        "volume csi is not encrypted storage",
+    ),
+    (
+        "NFS",
+        add_volume({"name": "nfs", "nfs": {"server": "10.0.0.1", "path": "/"}}),
+        "volume nfs is not encrypted storage",
+    ),
+]
+CONFIGURATION: list[tuple[str, dict[str, Any]]] = [
+    ("secret", {"name": "s", "secret": {"secretName": "creds"}}),
+    ("configMap", {"name": "c", "configMap": {"name": "settings"}}),
+    ("projected", {"name": "p", "projected": {"sources": []}}),
+    ("downwardAPI", {"name": "d", "downwardAPI": {"items": []}}),
+    ("emptyDir in memory", {"name": "m", "emptyDir": {"medium": "Memory"}}),
 ]
 
 
 @pytest.mark.parametrize(("mutation", "problem"), [c[1:] for c in TAMPERED], ids=[c[0] for c in TAMPERED])
-def test_check_fails_on_unvetted_volumes(mutation: Mutation, problem: str) -> None:
+def test_check_fails_on_unvetted_volumes_in_the_template(mutation: Mutation, problem: str) -> None:
     ctx = context()
-    observed = observe(ctx)
-    result = storage.check(ctx, tampered(observed.deployment, mutation), observed.pvc)
+    result = check(ctx, altered(observe(ctx), "Deployment", mutation))
 
     assert (result.status, result.reason) == ("Fail", "UnencryptedStorage")
-    assert problem in result.message
+    assert f"the Deployment's template: {problem}" in result.message
+
+
+@pytest.mark.parametrize(("mutation", "problem"), [c[1:] for c in TAMPERED], ids=[c[0] for c in TAMPERED])
+def test_check_fails_on_unvetted_volumes_in_a_running_pod(mutation: Mutation, problem: str) -> None:
+    ctx = context(**STORAGE)
+    result = check(ctx, with_pod(observe(ctx), mutation, stamp=True))
+
+    assert (result.status, result.reason) == ("Fail", "UnencryptedStorage")
+    assert result.message == f"pod {POD_NAME}: {problem}"
+
+
+@pytest.mark.parametrize("volume", [c[1] for c in CONFIGURATION], ids=[c[0] for c in CONFIGURATION])
+def test_configuration_volumes_are_not_storage(volume: dict[str, Any]) -> None:
+    ctx = context()
+
+    assert check(ctx, with_pod(observe(ctx), add_volume(volume), stamp=True)).status == "Pass"
+
+
+def test_the_vetted_claim_is_refused_without_spec_storage() -> None:
+    ctx = context()
+    claim = add_volume({"name": "models", "persistentVolumeClaim": {"claimName": "fraud-models"}})
+    result = check(ctx, with_pod(observe(ctx), claim, stamp=True))
+
+    assert result.message == f"pod {POD_NAME}: volume models mounts a claim the operator did not vet"
 
 
 def test_check_fails_when_the_claim_is_missing() -> None:
     ctx = context(**STORAGE)
-    result = storage.check(ctx, observe(ctx).deployment, None)
+    result = check(ctx, removed(observe(ctx), "PersistentVolumeClaim"))
 
     assert result.status == "Fail"
     assert "PersistentVolumeClaim fraud-models does not exist" in result.message
 
 
-def test_check_fails_when_the_claim_is_on_another_class() -> None:
-    ctx = context(**STORAGE)
-    observed = observe(ctx)
-    result = storage.check(
-        ctx,
-        observed.deployment,
-        tampered(observed.pvc, lambda pvc: pvc["spec"].update(storageClassName="standard")),
+@pytest.mark.parametrize(
+    ("facts", "problem"),
+    [
+        (Facts(storage_class=storage_class()), "uses StorageClass standard, not the vetted one"),
+        (Facts(storage_class=None), "uses StorageClass standard, not the vetted one"),
+    ],
+    ids=["another class than the vetted one", "no vetted class"],
+)
+def test_check_fails_when_the_claim_is_on_an_unvetted_class(facts: Facts, problem: str) -> None:
+    ctx = context(facts=facts, **STORAGE)
+    observed = altered(
+        observe(ctx), "PersistentVolumeClaim", lambda pvc: pvc["spec"].update(storageClassName="standard")
     )
+    result = check(ctx, observed)
 
-    assert result.status == "Fail"
-    assert "uses StorageClass standard, not the vetted one" in result.message
+    assert (result.status, result.reason) == ("Fail", "UnencryptedStorage")
+    assert f"PersistentVolumeClaim fraud-models {problem}" in result.message
 
 
 def test_check_fails_when_the_class_stops_encrypting() -> None:
-    ctx = context(**STORAGE)
-    observed = observe(ctx)
+    observed = observe(context(**STORAGE))
     later = context(facts=Facts(storage_class=storage_class(parameters={})), **STORAGE)
-    result = storage.check(later, observed.deployment, observed.pvc)
+    result = check(later, observed)
 
     assert result.status == "Fail"
     assert "does not set parameter encrypted" in result.message
 
 
 def test_check_fails_without_a_deployment() -> None:
-    assert storage.check(context(), None, None).reason == "DeploymentMissing"
+    ctx = context()
+    result = check(ctx, removed(observe(ctx), "Deployment"))
+
+    assert (result.status, result.reason) == ("Fail", "DeploymentMissing")
+
+
+def test_judging_fails_storage_for_a_pod_with_a_volume_added() -> None:
+    ctx = context()
+    observed = with_pod(observe(ctx), add_volume({"name": "host", "hostPath": {"path": "/"}}))
+    (result,) = [item for item in judging.judge(ctx, observed) if item.name == storage.NAME]
+
+    assert result.status == "Fail"
+    assert (
+        f"pod {POD_NAME}: spec.volumes[host] (added) differs from the operator's template" in result.message
+    )
+    assert f"pod {POD_NAME}: volume host is not encrypted storage" in result.message
+
+
+def test_findings_fail_an_encrypted_volume_too() -> None:
+    ctx = context(**STORAGE)
+    observed = replace(
+        observe(ctx), findings={storage.NAME: ("PersistentVolumeClaim fraud-models was changed",)}
+    )
+
+    assert check(ctx, observed).message == "PersistentVolumeClaim fraud-models was changed"

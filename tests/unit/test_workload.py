@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from securemodels.api.v1alpha1 import HEALTH_PORT
-from securemodels.desired import naming, workload
-from securemodels.desired.compare import selector_matches
+from securemodels.config import OperatorConfig
+from securemodels.desired import canonical, naming, workload
 from securemodels.desired.controls import mtls
-from unit.builders import IMAGE, SERVER, container, context, owner, pod_spec
+from securemodels.desired.selectors import selector_matches
+from unit.builders import IMAGE, SERVER, TEMPLATE_KEY, container, context, owner, pod_spec, tampered
 
 
 def deployment(**spec: Any) -> dict[str, Any]:
@@ -152,3 +155,41 @@ def test_pods_roll_one_by_one_without_storage_and_are_recreated_with_it() -> Non
 
     assert rolling == {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
     assert recreated == {"type": "Recreate"}
+
+
+@pytest.mark.parametrize("policy", ["Always", "IfNotPresent", "Never"])
+def test_both_containers_follow_the_configured_pull_policy(policy: str) -> None:
+    built = workload.deployment(context(config=OperatorConfig(image_pull_policy=policy)), SERVER)
+
+    assert container(built, "model")["imagePullPolicy"] == policy
+    assert container(built, mtls.SIDECAR)["imagePullPolicy"] == policy
+
+
+def test_the_template_stamp_covers_the_canonical_pod_spec() -> None:
+    built = deployment()
+    server_form = tampered(built, lambda item: pod_spec(item).update(dnsPolicy="ClusterFirst"))
+    stamped, stamped_canonical = workload.with_template_mac(built, TEMPLATE_KEY, server_form)
+    mac = canonical.template_mac(TEMPLATE_KEY, pod_spec(server_form))
+
+    for item in (stamped, stamped_canonical):
+        assert item["spec"]["template"]["metadata"]["annotations"][canonical.TEMPLATE_MAC_ANNOTATION] == mac
+        assert mtls.CERTIFICATE_ANNOTATION in item["spec"]["template"]["metadata"]["annotations"]
+    assert pod_spec(stamped) == pod_spec(built)
+    assert pod_spec(stamped_canonical) == pod_spec(server_form)
+    assert canonical.TEMPLATE_MAC_ANNOTATION not in built["spec"]["template"]["metadata"]["annotations"]
+
+
+def test_the_stamp_changes_with_the_pod_spec_only() -> None:
+    first, _ = workload.with_template_mac(deployment(), TEMPLATE_KEY, deployment())
+    replicas, _ = workload.with_template_mac(
+        deployment(model={"replicas": 3}), TEMPLATE_KEY, deployment(model={"replicas": 3})
+    )
+    port, _ = workload.with_template_mac(
+        deployment(model={"port": 9000}), TEMPLATE_KEY, deployment(model={"port": 9000})
+    )
+
+    def mac(item: dict[str, Any]) -> str:
+        return str(item["spec"]["template"]["metadata"]["annotations"][canonical.TEMPLATE_MAC_ANNOTATION])
+
+    assert mac(first) == mac(replicas)
+    assert mac(first) != mac(port)

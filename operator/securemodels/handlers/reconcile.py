@@ -155,6 +155,7 @@ class Reconciler:
         try:
             return await self._realise(context, stored, previous, live)
         except Refused as refusal:
+            metrics.RECONCILE_ERRORS.labels(reason=f"http{refusal.error.code}").inc()
             attempts = self._refusals.get(owner.key, 0)
             self._refusals[owner.key] = attempts + 1
             delay = min(MAX_REFUSAL_BACKOFF, self.config.resync_seconds * 2**attempts)

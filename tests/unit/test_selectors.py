@@ -1,4 +1,4 @@
-"""`carries` (does the live object hold what we want?) and label-selector matching."""
+"""Kubernetes label-selector semantics, as judging uses them to tell what a policy or Service selects."""
 
 from __future__ import annotations
 
@@ -6,43 +6,7 @@ from typing import Any
 
 import pytest
 
-from securemodels.desired.compare import carries, selector_matches
-
-CARRIES: list[tuple[str, Any, Any, bool]] = [
-    ("equal scalars", 1, 1, True),
-    ("different scalars", 1, 2, False),
-    ("string is not a number", "1", 1, False),
-    ("nested dicts", {"a": {"b": 1}}, {"a": {"b": 1}}, True),
-    ("nested value differs", {"a": {"b": 2}}, {"a": {"b": 1}}, False),
-    (
-        "extra live fields are ignored",
-        {"a": 1, "status": {"x": 1}, "b": {"c": 1, "d": 2}},
-        {"a": 1, "b": {"c": 1}},
-        True,
-    ),
-    ("missing wanted key", {"b": 1}, {"a": 1, "b": 1}, False),
-    ("absent key carries an empty list", {}, {"a": []}, True),
-    ("absent key carries an empty map", {}, {"a": {}}, True),
-    ("absent key does not carry False", {}, {"a": False}, False),
-    ("absent key does not carry zero", {}, {"a": 0}, False),
-    ("absent key does not carry an empty string", {}, {"a": ""}, False),
-    ("absent key does not carry a non-empty list", {}, {"a": [1]}, False),
-    ("live scalar where a map is wanted", {"a": 1}, {"a": {"b": 1}}, False),
-    ("lists item by item", [{"a": 1, "x": 9}, {"b": 2}], [{"a": 1}, {"b": 2}], True),
-    ("lists in another order", [{"b": 2}, {"a": 1}], [{"a": 1}, {"b": 2}], False),
-    ("live list longer", [1, 2, 3], [1, 2], False),
-    ("live list shorter", [1], [1, 2], False),
-    ("live map where a list is wanted", {"0": 1}, [1], False),
-    ("empty lists", [], [], True),
-]
-
-
-@pytest.mark.parametrize(
-    ("live", "wanted", "expected"), [c[1:] for c in CARRIES], ids=[c[0] for c in CARRIES]
-)
-def test_carries(live: Any, wanted: Any, expected: bool) -> None:
-    assert carries(live, wanted) is expected
-
+from securemodels.desired.selectors import selector_matches
 
 LABELS = {"app": "fraud", "tier": "model"}
 SELECTORS: list[tuple[str, dict[str, Any] | None, bool]] = [
@@ -90,6 +54,19 @@ SELECTORS: list[tuple[str, dict[str, Any] | None, bool]] = [
         False,
     ),
     (
+        "every expression must hold",
+        {
+            "matchExpressions": [
+                {"key": "app", "operator": "In", "values": ["fraud"]},
+                {"key": "team", "operator": "Exists"},
+            ]
+        },
+        False,
+    ),
+    ("In with no values", {"matchExpressions": [{"key": "app", "operator": "In"}]}, False),
+    ("NotIn with no values", {"matchExpressions": [{"key": "app", "operator": "NotIn"}]}, True),
+    ("null matchLabels", {"matchLabels": None}, True),
+    (
         "labels and expressions must all hold",
         {
             "matchLabels": {"app": "fraud"},
@@ -103,3 +80,9 @@ SELECTORS: list[tuple[str, dict[str, Any] | None, bool]] = [
 @pytest.mark.parametrize(("selector", "expected"), [c[1:] for c in SELECTORS], ids=[c[0] for c in SELECTORS])
 def test_selector_matches(selector: dict[str, Any] | None, expected: bool) -> None:
     assert selector_matches(selector, LABELS) is expected
+
+
+def test_an_empty_label_set_is_selected_only_by_selectors_without_positive_requirements() -> None:
+    assert selector_matches({}, {}) is True
+    assert selector_matches({"matchExpressions": [{"key": "a", "operator": "DoesNotExist"}]}, {}) is True
+    assert selector_matches({"matchLabels": {"a": "b"}}, {}) is False

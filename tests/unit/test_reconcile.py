@@ -1,0 +1,268 @@
+"""One reconcile against an API server held in memory: what is written, and what blocks an SMD before
+anything is. The caches are filled the way the watches would fill them, label selectors included."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Any, cast
+
+from securemodels import desired
+from securemodels.api import v1alpha1
+from securemodels.config import OperatorConfig
+from securemodels.desired import naming
+from securemodels.handlers.keys import OperatorKeys
+from securemodels.handlers.reconcile import Outcome, Reconciler
+from securemodels.k8s import read
+from securemodels.k8s.access import AccessReviews
+from securemodels.k8s.client import Kube, KubeError
+from unit.builders import NAME, NAMESPACE, NOW, UID, spec_dict
+
+Key = tuple[str, str, str]
+
+
+class MemoryKube:
+    """Creates, replaces and deletes objects in a dict, as the API server would answer; counts every
+    write that is not a dry run; allows no access review."""
+
+    def __init__(self) -> None:
+        self.objects: dict[Key, dict[str, Any]] = {}
+        self.writes: list[tuple[str, Key]] = []
+        self.events: list[dict[str, Any]] = []
+        self.statuses: list[dict[str, Any]] = []
+        self._versions = itertools.count(1)
+
+    @staticmethod
+    def key(manifest: Mapping[str, Any]) -> Key:
+        metadata = manifest["metadata"]
+        return str(manifest["kind"]), str(metadata.get("namespace") or ""), str(metadata["name"])
+
+    def add(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        """An object someone else created."""
+        stored = copy.deepcopy(manifest)
+        version = next(self._versions)
+        stored["metadata"].update(uid=f"uid-{version}", resourceVersion=str(version))
+        self.objects[self.key(stored)] = stored
+        return stored
+
+    def tamper(self, key: Key, mutate: Callable[[dict[str, Any]], object]) -> None:
+        """Someone else's write: the object changed, with a new resourceVersion."""
+        mutate(self.objects[key])
+        self.objects[key]["metadata"]["resourceVersion"] = str(next(self._versions))
+
+    async def get(self, kind: str, name: str, namespace: str | None = None) -> dict[str, Any] | None:
+        found = self.objects.get((kind, namespace or "", name))
+        return copy.deepcopy(found) if found else None
+
+    async def create(self, manifest: Mapping[str, Any], *, dry_run: bool = False) -> dict[str, Any]:
+        if manifest["kind"] == "Event":
+            self.events.append(dict(manifest))
+            return dict(manifest)
+        key = self.key(manifest)
+        if key in self.objects:
+            raise KubeError(409, f"{key[0]} {key[2]} already exists")
+        stored = copy.deepcopy(dict(manifest))
+        version = next(self._versions)
+        stored["metadata"].update(uid=f"uid-{version}", resourceVersion=str(version))
+        if not dry_run:
+            self.objects[key] = stored
+            self.writes.append(("create", key))
+        return copy.deepcopy(stored)
+
+    async def replace(self, manifest: Mapping[str, Any], *, dry_run: bool = False) -> dict[str, Any]:
+        key = self.key(manifest)
+        live = self.objects.get(key)
+        if live is None:
+            raise KubeError(404, "not found")
+        if manifest["metadata"].get("resourceVersion") != live["metadata"]["resourceVersion"]:
+            raise KubeError(409, "the object has been modified")
+        stored = copy.deepcopy(dict(manifest))
+        stored["metadata"].update(uid=live["metadata"]["uid"], resourceVersion=str(next(self._versions)))
+        if not dry_run:
+            self.objects[key] = stored
+            self.writes.append(("replace", key))
+        return copy.deepcopy(stored)
+
+    async def delete(self, kind: str, name: str, namespace: str | None = None, **preconditions: Any) -> bool:
+        self.writes.append(("delete", (kind, namespace or "", name)))
+        return self.objects.pop((kind, namespace or "", name), None) is not None
+
+    async def patch_status(self, name: str, namespace: str, status: Mapping[str, Any]) -> None:
+        self.statuses.append(dict(status))
+
+    async def review(self, body: Mapping[str, Any]) -> bool:
+        return False
+
+
+def fill(caches: read.Caches, kube: MemoryKube) -> None:
+    """What the watches would bring: each watched kind, through its label selector."""
+    for watched in read.WATCHED:
+        for (kind, _, _), item in kube.objects.items():
+            labels = item["metadata"].get("labels") or {}
+            if kind == watched.kind and all(
+                labels.get(key) == value for key, value in watched.labels.items()
+            ):
+                caches[kind].put(watched.strip(copy.deepcopy(item)))
+
+
+def smd(**spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{v1alpha1.GROUP}/{v1alpha1.VERSION}",
+        "kind": v1alpha1.KIND,
+        "metadata": {"name": NAME, "namespace": NAMESPACE, "uid": UID, "generation": 1},
+        "spec": spec_dict(**spec),
+    }
+
+
+def clock() -> datetime:
+    return NOW
+
+
+def reconciler(kube: MemoryKube) -> tuple[Reconciler, read.Caches]:
+    """A reconciler over `kube`, its caches filled from what `kube` holds."""
+    config, api = OperatorConfig(), cast(Kube, kube)
+    caches = read.Caches(api, config, lambda kind, old, new: None)
+    fill(caches, kube)
+    keys = OperatorKeys(api, caches, config)
+    return Reconciler(api, caches, config, clock, keys, AccessReviews(api)), caches
+
+
+async def reconcile(kube: MemoryKube, body: dict[str, Any]) -> Outcome:
+    return await reconciler(kube)[0].reconcile(body)
+
+
+def foreign_config_map(**labels: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": f"{NAME}-{naming.SIDECAR_PURPOSE}", "namespace": NAMESPACE, "labels": labels},
+        "data": {"nginx.conf": "someone else's"},
+    }
+
+
+def written_in(kube: MemoryKube, namespace: str) -> list[tuple[str, Key]]:
+    return [(verb, key) for verb, key in kube.writes if key[1] == namespace]
+
+
+def ready_reason(outcome: Outcome) -> str:
+    (ready,) = [item for item in outcome.status["conditions"] if item["type"] == "Ready"]
+    return str(ready["reason"])
+
+
+async def test_a_new_smd_gets_every_child_created() -> None:
+    kube = MemoryKube()
+
+    outcome = await reconcile(kube, smd())
+
+    created = {key for verb, key in written_in(kube, NAMESPACE) if verb == "create"}
+    assert {
+        ("Deployment", NAMESPACE, NAME),
+        ("Service", NAMESPACE, NAME),
+        ("NetworkPolicy", NAMESPACE, f"{NAME}-network"),
+        ("ConfigMap", NAMESPACE, f"{NAME}-sidecar"),
+    } <= created
+    assert outcome.phase == "Progressing"
+
+
+async def test_a_wanted_name_held_by_an_object_with_the_operators_labels_blocks_the_smd() -> None:
+    kube = MemoryKube()
+    kube.add(foreign_config_map(**{naming.MANAGED_BY_LABEL: naming.MANAGED_BY}))
+
+    outcome = await reconcile(kube, smd())
+
+    assert (outcome.phase, ready_reason(outcome)) == ("Blocked", "NameTaken")
+    assert written_in(kube, NAMESPACE) == []
+
+
+async def test_a_wanted_name_held_by_an_unlabelled_object_blocks_the_smd() -> None:
+    """The caches watch ConfigMaps, Secrets, ServiceAccounts, Deployments and claims by the operator's
+    label: an object of a wanted name without it is someone else's all the same."""
+    kube = MemoryKube()
+    kube.add(foreign_config_map())
+
+    outcome = await reconcile(kube, smd())
+
+    assert (outcome.phase, ready_reason(outcome)) == ("Blocked", "NameTaken")
+    assert written_in(kube, NAMESPACE) == []
+
+
+async def test_a_second_pass_at_rest_writes_nothing() -> None:
+    kube = MemoryKube()
+    operator, caches = reconciler(kube)
+    body = smd()
+    first = await operator.reconcile(body)
+    fill(caches, kube)
+    writes, statuses = len(kube.writes), len(kube.statuses)
+
+    second = await operator.reconcile({**body, "status": first.status})
+
+    assert kube.writes[writes:] == []
+    assert len(kube.statuses) == statuses
+    assert second.status == first.status
+
+
+DEPLOYMENT: Key = ("Deployment", NAMESPACE, NAME)
+POLICY: Key = ("NetworkPolicy", NAMESPACE, f"{NAME}-network")
+
+
+def add_container(deployment: dict[str, Any]) -> None:
+    deployment["spec"]["template"]["spec"]["containers"].append({"name": "miner", "image": "miner:latest"})
+
+
+def controls(outcome: Outcome) -> dict[str, str]:
+    return {item["name"]: item["message"] for item in outcome.status["controls"] if item["status"] == "Fail"}
+
+
+async def test_drift_is_restored_whole_and_reported_to_its_control() -> None:
+    kube = MemoryKube()
+    operator, caches = reconciler(kube)
+    first = await operator.reconcile(smd())
+    kube.tamper(DEPLOYMENT, add_container)
+    kube.tamper(POLICY, lambda policy: policy["spec"].update(ingress=[{}]))
+    fill(caches, kube)
+    writes = len(kube.writes)
+
+    second = await operator.reconcile({**smd(), "status": first.status})
+
+    assert kube.writes[writes:] == [("replace", POLICY), ("replace", DEPLOYMENT)]
+    assert kube.objects[DEPLOYMENT]["spec"]["template"]["spec"]["containers"][-1]["name"] == "mtls-proxy"
+    assert kube.objects[POLICY]["spec"]["ingress"] == []
+    assert controls(second) == {
+        "network-isolation": "NetworkPolicy fraud-network was changed outside the operator at spec.ingress; "
+        "restored",
+        "pod-security": "Deployment fraud was changed outside the operator at "
+        "spec.template.spec.containers[miner] (added); restored",
+    }
+    assert second.repaired
+
+
+async def test_drift_is_found_by_an_operator_that_did_not_make_the_last_write() -> None:
+    kube = MemoryKube()
+    first = await reconciler(kube)[0].reconcile(smd())
+    kube.tamper(DEPLOYMENT, add_container)
+    writes = len(kube.writes)
+
+    again = await reconcile(kube, {**smd(), "status": first.status})
+
+    assert kube.writes[writes:] == [("replace", DEPLOYMENT)]
+    assert "spec.template.spec.containers[miner] (added)" in controls(again)["pod-security"]
+
+
+async def test_drift_is_reported_even_when_the_desired_stamp_was_rewritten_too() -> None:
+    """Someone changes the Deployment and its desired-hash annotation while the operator is down: the
+    operator that starts next must still report the change, not take it for a change of its own intent."""
+    kube = MemoryKube()
+    first = await reconciler(kube)[0].reconcile(smd())
+
+    def restamped_change(deployment: dict[str, Any]) -> None:
+        add_container(deployment)
+        deployment["metadata"]["annotations"][desired.DESIRED_HASH_ANNOTATION] = "0" * 16
+
+    kube.tamper(DEPLOYMENT, restamped_change)
+
+    again = await reconcile(kube, {**smd(), "status": first.status})
+
+    assert kube.objects[DEPLOYMENT]["spec"]["template"]["spec"]["containers"][-1]["name"] == "mtls-proxy"
+    assert "spec.template.spec.containers[miner] (added)" in controls(again).get("pod-security", "")
