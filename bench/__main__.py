@@ -41,7 +41,7 @@ def main() -> int:
                 f"{operator['operator_seconds_to_ready']:.1f} s",
             ),
             (
-                f"plain client ({workers} workers): server-side apply of the same "
+                f"plain client ({workers} workers): create of the same "
                 f"{baseline['baseline_objects']:.0f} child objects",
                 f"{baseline['baseline_seconds_to_apply']:.1f} s",
             ),

@@ -174,7 +174,7 @@ def baseline_run(cluster: LocalCluster, count: int) -> dict[str, float]:
 
         async def worker() -> None:
             while not queue.empty():
-                await kube.apply(queue.get_nowait())
+                await kube.create(queue.get_nowait())
 
         try:
             await asyncio.gather(*(worker() for _ in range(WORKERS)))

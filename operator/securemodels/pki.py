@@ -498,10 +498,16 @@ def keep_known_cas(data: Mapping[str, bytes], known: frozenset[str] | None) -> L
         (NEXT_CERT_KEY, NEXT_PRIVATE_KEY_KEY, (NEXT_ACTIVATES_AT_KEY,)),
     ):
         found = signers[cert_key]
-        if found and found[0][0] not in known:
-            untrusted.append(found[0][0])
-            for key in (cert_key, private_key_key, *extra):
-                kept.pop(key, None)
+        if not found:
+            continue
+        # A signer's field holds one certificate; anything after it is never the operator's.
+        untrusted += [fingerprint for fingerprint, _ in found[1:]]
+        if found[0][0] in known:
+            kept[cert_key] = found[0][1]
+            continue
+        untrusted.append(found[0][0])
+        for key in (cert_key, private_key_key, *extra):
+            kept.pop(key, None)
     if CA_BUNDLE_KEY in data:
         bundle = _fingerprints(bytes(data[CA_BUNDLE_KEY]))
         untrusted += [fingerprint for fingerprint, _ in bundle if fingerprint not in known]

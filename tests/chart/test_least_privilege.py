@@ -263,7 +263,7 @@ def test_the_installed_rbac_names_no_wildcard(kubectl: Kubectl, installed: Insta
 # ------------------------------------------------------------------------------------- a missing grant
 
 MISSING = next(item for item in permissions.NAMESPACED if item.resource == "networkpolicies")
-MISSING_VERB = "patch"
+MISSING_VERB = "update"
 
 
 def rules(
@@ -273,7 +273,10 @@ def rules(
     for item in items:
         verbs = [verb for verb in item.verbs if (item.resource, verb) != leave_out]
         if verbs:
-            found.append({"apiGroups": [item.group], "resources": [item.resource], "verbs": verbs})
+            rule: dict[str, Any] = {"apiGroups": [item.group], "resources": [item.resource], "verbs": verbs}
+            if item.names:
+                rule["resourceNames"] = list(item.names)
+            found.append(rule)
     return found
 
 

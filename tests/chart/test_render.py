@@ -25,7 +25,7 @@ FULLNAME = f"{RELEASE}-secure-model-operator"
 SERVICE_ACCOUNT = {"kind": "ServiceAccount", "name": FULLNAME, "namespace": OPERATOR_NAMESPACE}
 # The operator posts Events about its CA Secret in its own namespace (handlers/ca.py), a permission
 # permissions.OWN_NAMESPACE does not list; the chart grants it there.
-CA_EVENTS = ("", "events", "create")
+CA_EVENTS = ("", "events", "create", ())
 MIRRORED_SIDECAR = "registry.example.com/mirror/nginx-unprivileged@sha256:" + "0f" * 32
 ADMISSION_ROLE_SUFFIXES = ("-security-admin", "-client-certificates")
 CLUSTER_SCOPED = (
@@ -36,16 +36,16 @@ CLUSTER_SCOPED = (
 )
 ADMISSION_POLICIES = ("mounts", "configmaps", "clients", "access")
 
-Grant = tuple[str, str, str]  # (apiGroup, resource, verb)
+Grant = tuple[str, str, str, tuple[str, ...]]
 
 
 def grants(items: Iterable[permissions.Permission]) -> set[Grant]:
-    return {(item.group, item.resource, verb) for item in items for verb in item.verbs}
+    return {(item.group, item.resource, verb, tuple(item.names)) for item in items for verb in item.verbs}
 
 
 def rule_grants(role: dict[str, Any]) -> set[Grant]:
     return {
-        (group, resource, verb)
+        (group, resource, verb, tuple(rule.get("resourceNames", ())))
         for rule in role["rules"]
         for group in rule["apiGroups"]
         for resource in rule["resources"]

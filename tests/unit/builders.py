@@ -33,7 +33,7 @@ FINGERPRINT = "ab" * 32
 SERVER = mtls.ServerTLS(
     pair=KeyPair(cert_pem=b"server-cert", key_pem=b"server-key"), bundle_pem=BUNDLE, fingerprint=FINGERPRINT
 )
-TEMPLATE_KEY = b"unit-tests-template-key-0123456789abcdef"
+STAMP_KEY = b"unit-tests-template-key-0123456789abcdef"
 NODE = "node-a"
 REGION = "eu-west-1"
 DEPLOYMENT_UID = "d0000000-0000-4000-8000-000000000001"
@@ -80,7 +80,7 @@ def context(
     facts: Facts | None = None,
     now: datetime = NOW,
     who: Owner | None = None,
-    template_key: bytes = TEMPLATE_KEY,
+    stamp_key: bytes = STAMP_KEY,
     **overrides: Any,
 ) -> Context:
     """A context for `smd` (or the baseline spec with `overrides`), with facts that let it be realised:
@@ -95,7 +95,7 @@ def context(
         config=config or OperatorConfig(),
         now=now,
         facts=facts,
-        template_key=template_key,
+        stamp_key=stamp_key,
     )
 
 
@@ -247,7 +247,7 @@ def observe(ctx: Context, clients: Mapping[str, KeyPair] | None = None, **change
     ref = ctx.names.deployment
     deployment = objects[ref]
     deployment["metadata"]["uid"] = DEPLOYMENT_UID
-    deployment, _ = workload.with_template_mac(deployment, ctx.template_key, deployment)
+    deployment, _ = workload.with_template_mac(deployment, ctx.stamp_key, UID, deployment)
     objects[ref] = deployment
     replica_set = replica_set_of(deployment)
     pods = (pod_of(deployment, replica_set),) if ctx.spec.model.replicas > 0 else ()
@@ -292,11 +292,11 @@ def removed(observed: Observed, kind: str, name: str | None = None) -> Observed:
     return replace(observed, objects={key: value for key, value in observed.objects.items() if key != ref})
 
 
-def restamped(pod: Manifest, key: bytes = TEMPLATE_KEY) -> Manifest:
+def restamped(pod: Manifest, key: bytes = STAMP_KEY) -> Manifest:
     """The pod with a stamp that matches its spec, as if the operator had written its template."""
     result = copy.deepcopy(pod)
     result["metadata"]["annotations"][canonical.TEMPLATE_MAC_ANNOTATION] = canonical.template_mac(
-        key, result["spec"]
+        key, UID, result["spec"]
     )
     return result
 

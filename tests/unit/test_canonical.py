@@ -14,7 +14,8 @@ from securemodels.desired.model import Manifest
 from unit.builders import (
     DEFAULT_TOLERATIONS,
     IMAGE,
-    TEMPLATE_KEY,
+    STAMP_KEY,
+    UID,
     Mutation,
     container,
     context,
@@ -173,7 +174,12 @@ DIFFERENCES: list[tuple[str, Any, Any, list[str]]] = [
         {"c": CONTAINERS},
         ["c[sidecar].image"],
     ),
-    ("named items compared by name, not position", {"c": CONTAINERS[::-1]}, {"c": CONTAINERS}, []),
+    (
+        "named items compared by name, their order too",
+        {"c": CONTAINERS[::-1]},
+        {"c": CONTAINERS},
+        ["c (order)"],
+    ),
     ("an unnamed list compared whole", {"t": [{"key": "a"}, {"key": "c"}]}, {"t": [{"key": "a"}]}, ["t"]),
     ("a list of scalars compared whole", {"v": ["get", "list"]}, {"v": ["get"]}, ["v"]),
     (
@@ -273,15 +279,15 @@ def test_as_templated_does_not_change_the_pod() -> None:
 def test_the_mac_of_a_template_and_of_a_pod_made_from_it_are_equal() -> None:
     pod = {**template(), **SCHEDULED, "tolerations": copy.deepcopy(DEFAULT_TOLERATIONS)}
 
-    assert canonical.template_mac(TEMPLATE_KEY, pod) == canonical.template_mac(TEMPLATE_KEY, template())
+    assert canonical.template_mac(STAMP_KEY, UID, pod) == canonical.template_mac(STAMP_KEY, UID, template())
 
 
 def test_the_mac_depends_on_the_key_and_on_the_spec() -> None:
-    base = canonical.template_mac(TEMPLATE_KEY, template())
+    base = canonical.template_mac(STAMP_KEY, UID, template())
     changed = tampered({"kind": "Pod", "spec": template()}, lambda pod: pod["spec"].update(hostPID=True))
 
-    assert canonical.template_mac(b"another key", template()) != base
-    assert canonical.template_mac(TEMPLATE_KEY, changed["spec"]) != base
+    assert canonical.template_mac(b"another key", UID, template()) != base
+    assert canonical.template_mac(STAMP_KEY, UID, changed["spec"]) != base
     assert len(base) == 64
 
 
@@ -290,8 +296,8 @@ def the_pod() -> Manifest:
     return pod
 
 
-def judge(pod: Manifest, key: bytes = TEMPLATE_KEY) -> canonical.PodVerdict:
-    return canonical.judge_pod(key, pod, template())
+def judge(pod: Manifest, key: bytes = STAMP_KEY) -> canonical.PodVerdict:
+    return canonical.judge_pod(key, UID, pod, template())
 
 
 def test_a_pod_made_from_the_stamped_template_is_stamped() -> None:
@@ -312,7 +318,7 @@ def other_template_annotation(pod: Manifest) -> None:
     other = context(model={"image": IMAGE.replace("fraud", "other")}, who=owner("other"))
     other_template = pod_spec(observe(other).objects[other.names.deployment])
     pod["metadata"]["annotations"][canonical.TEMPLATE_MAC_ANNOTATION] = canonical.template_mac(
-        TEMPLATE_KEY, other_template
+        STAMP_KEY, UID, other_template
     )
     container(pod, "model")["image"] = container({"kind": "Pod", "spec": other_template}, "model")["image"]
 
@@ -382,7 +388,7 @@ def test_a_pod_without_a_stamp_is_not_stamped() -> None:
 
 def test_without_the_current_template_no_difference_is_named() -> None:
     pod = tampered(the_pod(), on_model(image="x"))
-    verdict = canonical.judge_pod(TEMPLATE_KEY, pod, None)
+    verdict = canonical.judge_pod(STAMP_KEY, UID, pod, None)
 
     assert (verdict.stamped, verdict.differences) == (False, ())
 
@@ -390,10 +396,10 @@ def test_without_the_current_template_no_difference_is_named() -> None:
 def test_a_pod_of_an_earlier_template_is_stamped_though_it_differs_from_the_current_one() -> None:
     current = tampered({"kind": "Pod", "spec": template()}, on_model(image=f"{IMAGE[:-1]}0"))["spec"]
 
-    assert canonical.judge_pod(TEMPLATE_KEY, the_pod(), current).stamped is True
+    assert canonical.judge_pod(STAMP_KEY, UID, the_pod(), current).stamped is True
 
 
 def test_a_pod_without_metadata_is_judged_by_an_unknown_name() -> None:
-    verdict = canonical.judge_pod(TEMPLATE_KEY, {"spec": {}}, None)
+    verdict = canonical.judge_pod(STAMP_KEY, UID, {"spec": {}}, None)
 
     assert (verdict.name, verdict.stamped) == ("?", False)

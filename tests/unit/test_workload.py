@@ -11,7 +11,7 @@ from securemodels.config import OperatorConfig
 from securemodels.desired import canonical, naming, workload
 from securemodels.desired.controls import mtls
 from securemodels.desired.selectors import selector_matches
-from unit.builders import IMAGE, SERVER, TEMPLATE_KEY, container, context, owner, pod_spec, tampered
+from unit.builders import IMAGE, SERVER, STAMP_KEY, UID, container, context, owner, pod_spec, tampered
 
 
 def deployment(**spec: Any) -> dict[str, Any]:
@@ -168,8 +168,8 @@ def test_both_containers_follow_the_configured_pull_policy(policy: str) -> None:
 def test_the_template_stamp_covers_the_canonical_pod_spec() -> None:
     built = deployment()
     server_form = tampered(built, lambda item: pod_spec(item).update(dnsPolicy="ClusterFirst"))
-    stamped, stamped_canonical = workload.with_template_mac(built, TEMPLATE_KEY, server_form)
-    mac = canonical.template_mac(TEMPLATE_KEY, pod_spec(server_form))
+    stamped, stamped_canonical = workload.with_template_mac(built, STAMP_KEY, UID, server_form)
+    mac = canonical.template_mac(STAMP_KEY, UID, pod_spec(server_form))
 
     for item in (stamped, stamped_canonical):
         assert item["spec"]["template"]["metadata"]["annotations"][canonical.TEMPLATE_MAC_ANNOTATION] == mac
@@ -180,12 +180,12 @@ def test_the_template_stamp_covers_the_canonical_pod_spec() -> None:
 
 
 def test_the_stamp_changes_with_the_pod_spec_only() -> None:
-    first, _ = workload.with_template_mac(deployment(), TEMPLATE_KEY, deployment())
+    first, _ = workload.with_template_mac(deployment(), STAMP_KEY, UID, deployment())
     replicas, _ = workload.with_template_mac(
-        deployment(model={"replicas": 3}), TEMPLATE_KEY, deployment(model={"replicas": 3})
+        deployment(model={"replicas": 3}), STAMP_KEY, UID, deployment(model={"replicas": 3})
     )
     port, _ = workload.with_template_mac(
-        deployment(model={"port": 9000}), TEMPLATE_KEY, deployment(model={"port": 9000})
+        deployment(model={"port": 9000}), STAMP_KEY, UID, deployment(model={"port": 9000})
     )
 
     def mac(item: dict[str, Any]) -> str:

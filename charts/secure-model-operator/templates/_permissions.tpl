@@ -35,8 +35,11 @@ cluster:
   # The authorizer's answer about each model's account (the rbac control).
   - {apiGroup: authorization.k8s.io, resource: subjectaccessreviews, verbs: [create]}
 ownNamespace:
-  - {apiGroup: "", resource: secrets, verbs: [get, list, watch, create, update]}
-  - {apiGroup: "", resource: configmaps, verbs: [get, list, watch, create, update]}
+  # Its own objects by name only (creating cannot be limited to a name).
+  - {apiGroup: "", resource: secrets, verbs: [get, list, watch, update], resourceNames: [securemodels-ca, securemodels-stamp-key]}
+  - {apiGroup: "", resource: secrets, verbs: [create]}
+  - {apiGroup: "", resource: configmaps, verbs: [get, list, watch, update], resourceNames: [securemodels-ca-ledger]}
+  - {apiGroup: "", resource: configmaps, verbs: [create]}
   - {apiGroup: "", resource: events, verbs: [create]}
 {{- end -}}
 
@@ -44,7 +47,9 @@ ownNamespace:
 {{- define "secure-model-operator.rules" -}}
 {{- $rules := list -}}
 {{- range . -}}
-{{- $rules = append $rules (dict "apiGroups" (list .apiGroup) "resources" (list .resource) "verbs" .verbs) -}}
+{{- $rule := dict "apiGroups" (list .apiGroup) "resources" (list .resource) "verbs" .verbs -}}
+{{- with .resourceNames }}{{- $_ := set $rule "resourceNames" . -}}{{- end -}}
+{{- $rules = append $rules $rule -}}
 {{- end -}}
 {{- toYaml $rules -}}
 {{- end -}}

@@ -151,18 +151,28 @@ LIST_SET: dict[str, Any] = {"x-kubernetes-list-type": "set"}
 # ---------------------------------------------------------------------------------------------- metadata
 
 
+# The model's ServiceAccount is named after the SMD: "default" is every namespace's own account.
+RESERVED_NAMES = ("default",)
+
+
 def name_problem(name: object) -> str | None:
     """Why metadata.name cannot name an SMD (the CRD's root rule), or None."""
-    if not isinstance(name, str) or re.fullmatch(NAME_PATTERN, name) is None or len(name) > MAX_NAME_LENGTH:
+    if (
+        not isinstance(name, str)
+        or re.fullmatch(NAME_PATTERN, name) is None
+        or len(name) > MAX_NAME_LENGTH
+        or name in RESERVED_NAMES
+    ):
         return NAME_RULE.message
     return None
 
 
 NAME_RULE = Rule(
-    cel=f"self.metadata.name.matches('{NAME_PATTERN}') && size(self.metadata.name) <= {MAX_NAME_LENGTH}",
+    cel=f"self.metadata.name.matches('{NAME_PATTERN}') && size(self.metadata.name) <= {MAX_NAME_LENGTH} && "
+    f"!(self.metadata.name in {list(RESERVED_NAMES)})",
     message="metadata.name must be a DNS label that starts with a letter, "
-    f"at most {MAX_NAME_LENGTH} characters: it names the Service and prefixes every object the operator "
-    "creates",
+    f"at most {MAX_NAME_LENGTH} characters, and not {', '.join(RESERVED_NAMES)}: it names the Service and "
+    "the ServiceAccount and prefixes every object the operator creates",
     holds=lambda name: name_problem(name) is None,
 )
 

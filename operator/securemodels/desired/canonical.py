@@ -7,10 +7,12 @@ every default the server fills in match, and makes every field anyone else added
 difference, whichever manager holds it: server-side apply alone would leave another manager's fields in
 place.
 
-A running pod is compared with the pod template it claims to come from. The operator stamps each pod
-template it writes with an HMAC, under a key only it holds, of the template's canonical pod spec; a pod
-whose spec (less what admission and scheduling add to every pod) does not match its stamp was not made
-from a template the operator wrote, whichever ReplicaSet made it.
+Both are proved with stamps only the operator can make: HMACs under a key it keeps in its namespace,
+bound to the SMD's uid and the object's kind, namespace and name. Every object the operator writes
+carries the HMAC of its canonical projection, so after a restart, with nothing remembered, an object that
+anyone changed is told from one that is as written. Every pod template carries the HMAC of its canonical
+pod spec; a pod whose spec (less what admission and scheduling add to every pod) does not match its
+stamp was not made from a template the operator wrote for this SMD, whichever ReplicaSet made it.
 
 Pure: no I/O.
 """
@@ -43,6 +45,9 @@ PROJECTED_FIELDS: dict[str, tuple[str, ...]] = {
 _CLAIM_BINDING_FIELDS = ("volumeName",)
 
 TEMPLATE_MAC_ANNOTATION = "securemodels.io/template-hmac"
+OBJECT_MAC_ANNOTATION = "securemodels.io/object-hmac"
+# Allocated by the server, differently for a dry run than for the real write, and immutable after it.
+_SERVICE_ALLOCATED_FIELDS = ("clusterIP", "clusterIPs")
 # kubectl rollout restart stamps the template with this; it only restarts pods, so it is kept.
 RESTARTED_AT_ANNOTATION = "kubectl.kubernetes.io/restartedAt"
 # What admission and the scheduler add to every pod made from a template: the node, the priority the
@@ -59,6 +64,8 @@ def projection(kind: str, item: Mapping[str, Any]) -> Manifest:
     spec = found.get("spec")
     if kind == "PersistentVolumeClaim" and isinstance(spec, Mapping):
         found["spec"] = {key: value for key, value in spec.items() if key not in _CLAIM_BINDING_FIELDS}
+    if kind == "Service" and isinstance(spec, Mapping):
+        found["spec"] = {key: value for key, value in spec.items() if key not in _SERVICE_ALLOCATED_FIELDS}
     if kind == "Deployment" and isinstance(spec, Mapping):
         found["spec"] = _without_restart_stamp(spec)
     return found
@@ -104,6 +111,8 @@ def _walk(live: Any, wanted: Any, path: str, found: list[str]) -> None:
             found.append(path or "(whole object)")
             return
         names = set(live_named) | set(wanted_named)
+        if list(live_named) != list(wanted_named) and set(live_named) == set(wanted_named):
+            found.append(f"{path} (order)")
         items = [
             (
                 f"{path}[{name}]",
@@ -165,11 +174,44 @@ def pod_spec_as_templated(pod_spec: Mapping[str, Any]) -> Manifest:
     return spec
 
 
-def template_mac(key: bytes, pod_spec: Mapping[str, Any]) -> str:
-    """The stamp of a pod spec as templated (HMAC-SHA256, hex): the same for a canonical template spec
-    and for every pod made from it."""
-    payload = json.dumps(pod_spec_as_templated(pod_spec), sort_keys=True, separators=(",", ":")).encode()
+def _mac(key: bytes, *parts: Any) -> str:
+    payload = json.dumps(parts, sort_keys=True, separators=(",", ":")).encode()
     return hmac.new(key, payload, hashlib.sha256).hexdigest()
+
+
+def object_mac(
+    key: bytes, owner_uid: str, kind: str, namespace: str, name: str, item: Mapping[str, Any]
+) -> str:
+    """The stamp of an object's projection, for the SMD that owns it, at its place."""
+    return _mac(key, owner_uid, kind, namespace, name, projection(kind, item))
+
+
+def object_intact(key: bytes, owner_uid: str, kind: str, item: Mapping[str, Any]) -> bool:
+    """Whether the object is exactly as the operator wrote it: its stamp matches its projection."""
+    metadata = item.get("metadata") or {}
+    stamp = str((metadata.get("annotations") or {}).get(OBJECT_MAC_ANNOTATION, ""))
+    wanted = object_mac(
+        key, owner_uid, kind, str(metadata.get("namespace") or ""), str(metadata.get("name")), item
+    )
+    return bool(stamp) and hmac.compare_digest(stamp, wanted)
+
+
+def with_object_mac(
+    key: bytes, owner_uid: str, manifest: Mapping[str, Any], canonical_form: Mapping[str, Any]
+) -> Manifest:
+    """`manifest` with the stamp of the canonical form the server makes of it."""
+    metadata = dict(manifest["metadata"])
+    mac = object_mac(
+        key, owner_uid, manifest["kind"], metadata["namespace"], metadata["name"], canonical_form
+    )
+    metadata["annotations"] = {**(metadata.get("annotations") or {}), OBJECT_MAC_ANNOTATION: mac}
+    return {**manifest, "metadata": metadata}
+
+
+def template_mac(key: bytes, owner_uid: str, pod_spec: Mapping[str, Any]) -> str:
+    """The stamp of a pod spec as templated (HMAC-SHA256, hex), for the SMD: the same for a canonical
+    template spec and for every pod made from it."""
+    return _mac(key, owner_uid, pod_spec_as_templated(pod_spec))
 
 
 @dataclass(frozen=True)
@@ -182,12 +224,14 @@ class PodVerdict:
     differences: tuple[str, ...] = ()
 
 
-def judge_pod(key: bytes, pod: Mapping[str, Any], template_spec: Mapping[str, Any] | None) -> PodVerdict:
+def judge_pod(
+    key: bytes, owner_uid: str, pod: Mapping[str, Any], template_spec: Mapping[str, Any] | None
+) -> PodVerdict:
     """`template_spec`: the canonical pod spec of the current template, to explain a difference."""
     metadata = pod.get("metadata") or {}
     spec = pod.get("spec") or {}
     stamp = str((metadata.get("annotations") or {}).get(TEMPLATE_MAC_ANNOTATION, ""))
-    if hmac.compare_digest(stamp, template_mac(key, spec)):
+    if hmac.compare_digest(stamp, template_mac(key, owner_uid, spec)):
         return PodVerdict(metadata.get("name", "?"), stamped=True)
     found = (
         differences(pod_spec_as_templated(spec), pod_spec_as_templated(template_spec), "spec")

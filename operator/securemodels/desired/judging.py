@@ -19,6 +19,7 @@ from securemodels.desired.controls.registry import CONTROLS
 from securemodels.desired.model import Blocker, Context, ControlResult, Observed
 
 DELETED = "deleted"
+STAMP = "stamp"  # the object matched nothing the operator stamped, though no field shows how
 # How many differing paths a message names before it summarises the rest.
 MAX_PATHS = 8
 _PLACEMENT = (
@@ -84,7 +85,7 @@ def findings(context: Context, observed: Observed) -> dict[str, tuple[str, ...]]
                 f"{ref.kind} {ref.name} was changed outside the operator at {_paths(own)}; restored"
             )
     for pod in observed.pods:
-        verdict = canonical.judge_pod(context.template_key, pod, observed.canonical_template)
+        verdict = canonical.judge_pod(context.stamp_key, context.owner.uid, pod, observed.canonical_template)
         if verdict.stamped:
             continue
         where = (

@@ -70,8 +70,8 @@ class Context:
     config: OperatorConfig
     now: datetime
     facts: Facts = field(default_factory=Facts)
-    # Key of the operator's pod-template stamps (desired/canonical.py); empty when rendering offline.
-    template_key: bytes = field(default=b"", repr=False)
+    # Key of the operator's stamps on what it writes (desired/canonical.py); empty when rendering offline.
+    stamp_key: bytes = field(default=b"", repr=False)
 
     @property
     def names(self) -> Children:

@@ -211,6 +211,14 @@ def owned_by(item: Mapping[str, object] | None, owner: Owner, ref: ChildRef) -> 
     return False
 
 
+# The operator's own objects, in its namespace: its CA, the ledger of the CAs it made, and the key that
+# stamps what it writes. Only these are read there: the operator watches them by name.
+CA_SECRET = "securemodels-ca"  # noqa: S105 - the Secret's name
+CA_LEDGER = "securemodels-ca-ledger"
+STAMP_KEY_SECRET = "securemodels-stamp-key"  # noqa: S105 - the Secret's name
+OWN_OBJECTS = (("Secret", CA_SECRET), ("Secret", STAMP_KEY_SECRET), ("ConfigMap", CA_LEDGER))
+
+
 def operator_labels(component: str) -> dict[str, str]:
     """Labels of the operator's own objects, such as its CA Secret."""
     return {

@@ -117,12 +117,12 @@ def deployment(context: Context, server: mtls.ServerTLS) -> Manifest:
 
 
 def with_template_mac(
-    deployment: Manifest, key: bytes, canonical_deployment: Manifest
+    deployment: Manifest, key: bytes, owner_uid: str, canonical_deployment: Manifest
 ) -> tuple[Manifest, Manifest]:
     """The Deployment and its canonical form, both with the template stamped by an HMAC of the
     canonical pod spec: pods made from it can be told apart from pods made from anyone else's template.
     The stamp is an annotation, outside the spec it covers."""
-    mac = canonical.template_mac(key, canonical_deployment["spec"]["template"]["spec"])
+    mac = canonical.template_mac(key, owner_uid, canonical_deployment["spec"]["template"]["spec"])
 
     def stamped(manifest: Manifest) -> Manifest:
         template = manifest["spec"]["template"]

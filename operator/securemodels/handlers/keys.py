@@ -1,5 +1,5 @@
 """The operator's own secrets, in its namespace: the CA, the ledger of the CAs it made, and the key that
-stamps its pod templates.
+stamps what it writes (desired/canonical.py).
 
 The CA Secret is read from the cache on every use, so one edited by hand (into garbage, into an expired
 CA, or with a certificate appended) is noticed at the next reconcile. Only CAs in the ledger, a ConfigMap
@@ -26,11 +26,9 @@ from securemodels.k8s.client import Kube, KubeError
 from securemodels.k8s.read import Caches, decode
 
 log = logging.getLogger(__name__)
-CA_SECRET = "securemodels-ca"  # noqa: S105 - the Secret's name
-CA_LEDGER = "securemodels-ca-ledger"
+CA_SECRET, CA_LEDGER, STAMP_KEY_SECRET = naming.CA_SECRET, naming.CA_LEDGER, naming.STAMP_KEY_SECRET
 LEDGER_KEY = "fingerprints"
-TEMPLATE_KEY_SECRET = "securemodels-template-key"  # noqa: S105 - the Secret's name
-TEMPLATE_KEY = "hmac.key"
+STAMP_KEY = "hmac.key"
 
 
 class OperatorKeys:
@@ -125,26 +123,24 @@ class OperatorKeys:
 
     # -- the template key ------------------------------------------------------------------------------
 
-    async def template_key(self) -> bytes:
-        """The HMAC key of pod-template stamps; made once. A lost or replaced key only re-stamps every
-        template (a rollout of every model), it never makes a foreign pod pass."""
+    async def stamp_key(self) -> bytes:
+        """The HMAC key of the stamps on what the operator writes; made once. A lost or replaced key only
+        re-stamps everything (a rollout of every model), it never makes a foreign change pass."""
         async with self._lock:
-            secret = self._cached("Secret", TEMPLATE_KEY_SECRET)
-            key = decode((secret or {}).get("data")).get(TEMPLATE_KEY, b"")
+            secret = self._cached("Secret", STAMP_KEY_SECRET)
+            key = decode((secret or {}).get("data")).get(STAMP_KEY, b"")
             if len(key) >= 32:
                 return key
             key = secrets.token_bytes(32)
-            body = {"type": "Opaque", "data": {TEMPLATE_KEY: base64.b64encode(key).decode()}}
+            body = {"type": "Opaque", "data": {STAMP_KEY: base64.b64encode(key).decode()}}
             try:
-                await self._write(
-                    self._object("Secret", TEMPLATE_KEY_SECRET, "template-key", body, secret), secret
-                )
+                await self._write(self._object("Secret", STAMP_KEY_SECRET, "stamp-key", body, secret), secret)
             except KubeError as error:
                 if error.code != 409:
                     raise
-                return await self._read_template_key()  # another writer won; use theirs
+                return await self._read_stamp_key()  # another writer won; use theirs
             return key
 
-    async def _read_template_key(self) -> bytes:
-        found = await self._kube.get("Secret", TEMPLATE_KEY_SECRET, self._config.namespace)
-        return decode((found or {}).get("data")).get(TEMPLATE_KEY, b"")
+    async def _read_stamp_key(self) -> bytes:
+        found = await self._kube.get("Secret", STAMP_KEY_SECRET, self._config.namespace)
+        return decode((found or {}).get("data")).get(STAMP_KEY, b"")

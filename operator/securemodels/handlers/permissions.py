@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from securemodels.api import v1alpha1
+from securemodels.desired import naming
 
 
 @dataclass(frozen=True)
@@ -16,9 +17,11 @@ class Permission:
     group: str
     resource: str
     verbs: tuple[str, ...]
+    names: tuple[str, ...] = ()  # resourceNames: only these objects
 
-    def describe(self, verb: str, namespace: str | None) -> str:
+    def describe(self, verb: str, namespace: str | None, name: str | None = None) -> str:
         resource = f"{self.resource}.{self.group}" if self.group else self.resource
+        resource += f" {name}" if name else ""
         return f"{verb} {resource}" + (f" in namespace {namespace}" if namespace else " (cluster-wide)")
 
 
@@ -54,9 +57,15 @@ CLUSTER = (
     # The authorizer's answer about each model's account (the rbac control).
     Permission("authorization.k8s.io", "subjectaccessreviews", ("create",)),
 )
-# In the operator's own namespace: the CA Secret, its ledger, the template key, and Events about them.
+# In the operator's own namespace, when it manages other namespaces only: its CA Secret, the CA ledger and
+# the stamp key, each by name (a list or watch with a metadata.name field selector), and Events about them.
+# Creating cannot be limited to a name.
+_OWN_SECRETS = tuple(name for kind, name in naming.OWN_OBJECTS if kind == "Secret")
+_OWN_CONFIG_MAPS = tuple(name for kind, name in naming.OWN_OBJECTS if kind == "ConfigMap")
 OWN_NAMESPACE = (
-    Permission("", "secrets", (*_WATCHED, "create", "update")),
-    Permission("", "configmaps", (*_WATCHED, "create", "update")),
+    Permission("", "secrets", (*_WATCHED, "update"), _OWN_SECRETS),
+    Permission("", "secrets", ("create",)),
+    Permission("", "configmaps", (*_WATCHED, "update"), _OWN_CONFIG_MAPS),
+    Permission("", "configmaps", ("create",)),
     Permission("", "events", ("create",)),
 )

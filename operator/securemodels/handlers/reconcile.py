@@ -5,9 +5,9 @@ The order is what keeps the promises. Nothing is written while anything blocks t
 else holds, a preflight of any control, a missing reference, or a refusal by the API server of any object
 it would write (every write is tried as a server-side dry run first). Objects are created with POST and
 replaced whole with PUT at the version that was judged, so nothing is adopted and nothing changed
-meanwhile is overwritten. Drift is judged against the canonical form of the operator's own last write,
-so whatever anyone else added, removed or changed is found and removed, and reported until the next
-resync sees it repaired.
+meanwhile is overwritten. Each write carries the stamp of the canonical form the dry run showed
+(desired/canonical.py), so drift, whatever anyone else added, removed or changed, is found from the live
+object alone, also after a restart, and is removed and reported until the next resync sees it repaired.
 """
 
 from __future__ import annotations
@@ -55,6 +55,14 @@ class Outcome:
     status: dict[str, Any]
     requeue_after: float | None = None
     repaired: bool = False
+
+
+class Taken(Exception):
+    """An object the SMD would create exists and is someone else's."""
+
+    def __init__(self, ref: ChildRef) -> None:
+        super().__init__(str(ref))
+        self.ref = ref
 
 
 class Refused(Exception):
@@ -105,18 +113,17 @@ class Reconciler:
     ) -> None:
         self.kube, self.caches, self.config, self.clock = kube, caches, config, clock
         self.keys, self.reviews = keys, reviews
-        # Per SMD uid and child: (desired stamp, the object as the server stored the operator's write).
-        self.canonical: dict[str, dict[ChildRef, tuple[str, Manifest]]] = {}
+        # Names found held by someone else although the caches do not show them (objects without the
+        # operator's label): asked again at each pass, until they are free.
+        self._taken: dict[str, set[ChildRef]] = {}
         self._references: dict[str, tuple[int, tuple[str, ...]]] = {}  # key -> (generation, missing)
         self._refusals: dict[str, int] = {}
         self._pending: dict[str, _Pending] = {}
         self._written: dict[str, tuple[dict[str, Any], float]] = {}  # status last written, and when
 
-    def forget(self, key: str, uid: str | None) -> None:
-        for store in (self._references, self._refusals, self._pending, self._written):
+    def forget(self, key: str) -> None:
+        for store in (self._taken, self._references, self._refusals, self._pending, self._written):
             store.pop(key, None)
-        if uid is not None:
-            self.canonical.pop(uid, None)
 
     async def reconcile(self, body: Mapping[str, Any]) -> Outcome:
         started = time.monotonic()
@@ -144,16 +151,21 @@ class Reconciler:
             return await self._invalid(owner, stored, previous, problem, now)
 
         context = Context(
-            owner=owner, spec=spec, config=self.config, now=now, template_key=await self.keys.template_key()
+            owner=owner, spec=spec, config=self.config, now=now, stamp_key=await self.keys.stamp_key()
         )
         missing = await self._missing_references(context, previous)
         context = replace(context, facts=read.facts(self.caches, context, missing))
         live = read.observe(self.caches, context)
+        live = replace(live, taken=tuple(sorted({*live.taken, *await self._still_taken(context)})))
         blockers = self._blockers(context, live)
         if blockers:
             return await self._blocked(context, stored, previous, blockers)
         try:
             return await self._realise(context, stored, previous, live)
+        except Taken as taken:
+            await self._taken_now(context, taken.ref)
+            live = replace(live, taken=tuple(sorted({*live.taken, taken.ref})))
+            return await self._blocked(context, stored, previous, self._blockers(context, live))
         except Refused as refusal:
             metrics.RECONCILE_ERRORS.labels(reason=f"http{refusal.error.code}").inc()
             attempts = self._refusals.get(owner.key, 0)
@@ -183,6 +195,30 @@ class Reconciler:
                 )
             )
         return tuple(found)
+
+    async def _still_taken(self, context: Context) -> set[ChildRef]:
+        """The remembered names someone else holds, asked of the API server again."""
+        found = set()
+        for ref in sorted(self._taken.get(context.owner.key, ())):
+            item = await self.kube.get(ref.kind, ref.name, ref.namespace)
+            if item is not None and not naming.owned_by(item, context.owner, ref):
+                found.add(ref)
+        if found:
+            self._taken[context.owner.key] = found
+        else:
+            self._taken.pop(context.owner.key, None)
+        return found
+
+    async def _taken_now(self, context: Context, ref: ChildRef) -> None:
+        """A create found the name in use. Someone else's: remembered, so the SMD stays Blocked without
+        another try. The SMD's own (its label was removed, so the caches lost it): put back in the cache,
+        to be judged and restored at the next pass."""
+        item = await self.kube.get(ref.kind, ref.name, ref.namespace)
+        if item is not None and naming.owned_by(item, context.owner, ref):
+            self.caches[ref.kind].put(without_managed_fields(item))
+            raise KubeError(409, f"{ref} exists without the operator's label; judging it again")
+        if item is not None:
+            self._taken.setdefault(context.owner.key, set()).add(ref)
 
     async def _missing_references(
         self, context: Context, previous: v1alpha1.SecureModelDeploymentStatus
@@ -231,13 +267,11 @@ class Reconciler:
         self._pending[owner.key] = pending
 
         want = desired.build(context, plan.server, plan.clients).by_ref()
-        writes, drift, canonical_template = await self._plan_writes(context, live, want)
+        writes, drift, canonical_template = await self._plan_writes(context, previous, live, want)
         deletes = self._plan_deletes(context, live, want)
-        for write in writes:  # every write is tried first: a refusal leaves everything as it was
-            await self._send(owner, write, dry_run=True)
         objects = dict(live.objects)
         for write in writes:
-            objects[write.ref] = await self._send(owner, write, dry_run=False)
+            objects[write.ref] = await self._send(write)
             if write.drift:
                 metrics.DRIFT_CORRECTIONS.labels(kind=write.ref.kind).inc()
                 log.warning(
@@ -287,29 +321,13 @@ class Reconciler:
 
     # -- deciding what to write -----------------------------------------------------------------------
 
-    def _canonical_of(self, owner: naming.Owner) -> dict[ChildRef, tuple[str, Manifest]]:
-        return self.canonical.setdefault(owner.uid, {})
-
-    async def _canonical(
-        self,
-        ref: ChildRef,
-        stamp: str,
-        manifest: Manifest,
-        live: Manifest | None,
-        last: tuple[str, Manifest] | None,
-    ) -> Manifest:
-        """The object as the server stores the operator's request: remembered from the last write, else
-        asked with a dry run (after a restart, or when the intent changed)."""
-        if last is not None and last[0] == stamp:
-            return last[1]
-        request = _replacing(manifest, live) if live is not None else manifest
+    async def _dry_run(self, ref: ChildRef, request: Manifest, create: bool) -> Manifest:
+        """What the server would make of the request: refused or not, and its canonical form."""
         try:
-            found = await (
-                self.kube.replace(request, dry_run=True)
-                if live is not None
-                else self.kube.create(request, dry_run=True)
-            )
+            found = await (self.kube.create if create else self.kube.replace)(request, dry_run=True)
         except KubeError as error:
+            if create and error.code == 409:
+                raise Taken(ref) from error
             raise self._refusal(ref, error) from error
         return without_managed_fields(found)
 
@@ -319,45 +337,49 @@ class Reconciler:
         return Refused(ref, error)
 
     async def _plan_writes(
-        self, context: Context, live: Observed, want: dict[ChildRef, Manifest]
+        self,
+        context: Context,
+        previous: v1alpha1.SecureModelDeploymentStatus,
+        live: Observed,
+        want: dict[ChildRef, Manifest],
     ) -> tuple[list[_Write], dict[ChildRef, tuple[str, ...]], Manifest | None]:
-        """What to create or replace, and what someone else had changed or deleted since the operator's
-        last write (drift): any difference from the canonical form of that write, whatever the stamp
-        on the object says."""
-        remembered = self._canonical_of(context.owner)
+        """What to create or replace, each as a stamped request the server accepted in a dry run, and
+        what someone else had changed or deleted (drift): a live object whose stamp does not match it,
+        or a child gone from an SMD that was realised."""
+        owner, key = context.owner, context.stamp_key
+        realised = previous.observed_generation == owner.generation and previous.phase in (
+            "Ready",
+            "Degraded",
+        )
         writes: list[_Write] = []
         drift: dict[ChildRef, tuple[str, ...]] = {}
         canonical_template: Manifest | None = None
+        created_roles = {ref.name for ref in want if ref.kind == "Role" and live.get(ref) is None}
         for ref, manifest in want.items():
             current = live.get(ref)
-            stamp = desired.desired_hash(manifest) or ""
-            last = remembered.get(ref)
-            wanted: Manifest | None = None
-            if ref.kind == "Deployment":
-                base = await self._canonical(ref, stamp, manifest, current, last)
-                manifest, wanted = workload.with_template_mac(manifest, context.template_key, base)
-                manifest, wanted = _keep_restart(manifest, current), _keep_restart(wanted, current)
-                canonical_template = wanted["spec"]["template"]["spec"]
-            if current is None:
-                if last is not None:  # it was there, and the operator did not delete it
-                    drift[ref] = (judging.DELETED,)
-                writes.append(_Write(ref, manifest, create=True, drift=drift.get(ref, ())))
+            intact = current is not None and canonical.object_intact(key, owner.uid, ref.kind, current)
+            intended = current is not None and desired.desired_hash(current) == desired.desired_hash(manifest)
+            if ref.kind == "Deployment" and intact and intended and current is not None:
+                canonical_template = current["spec"]["template"]["spec"]
+            if intact and intended:
                 continue
-            if last is not None and (
-                found := tuple(canonical.object_differences(ref.kind, current, last[1]))
-            ):
-                drift[ref] = found
-            if desired.desired_hash(current) == stamp:
-                if wanted is None:
-                    wanted = await self._canonical(ref, stamp, manifest, current, last)
-                remembered[ref] = (stamp, wanted)
-                if ref not in drift and (
-                    found := tuple(canonical.object_differences(ref.kind, current, wanted))
-                ):
-                    drift[ref] = found
-                if ref not in drift:
-                    continue
-            writes.append(_Write(ref, _replacing(manifest, current), create=False, drift=drift.get(ref, ())))
+            if current is None and realised and not _delivery_pending(ref, owner, previous):
+                drift[ref] = (judging.DELETED,)
+            request = _replacing(manifest, current) if current is not None else manifest
+            if ref.kind == "RoleBinding" and manifest["roleRef"]["name"] in created_roles:
+                # Its Role does not exist until this pass writes it, and RBAC refuses a dry run of a
+                # binding to a missing role: the Role's own dry run stands for both.
+                shown = request
+            else:
+                shown = await self._dry_run(ref, request, create=current is None)
+            if ref.kind == "Deployment":
+                request, shown = workload.with_template_mac(request, key, owner.uid, shown)
+                request, shown = _keep_restart(request, current), _keep_restart(shown, current)
+                canonical_template = shown["spec"]["template"]["spec"]
+            if current is not None and not intact:
+                drift[ref] = tuple(canonical.object_differences(ref.kind, current, shown)) or (judging.STAMP,)
+            request = canonical.with_object_mac(key, owner.uid, request, shown)
+            writes.append(_Write(ref, request, create=current is None, drift=drift.get(ref, ())))
         return writes, drift, canonical_template
 
     def _plan_deletes(
@@ -382,20 +404,15 @@ class Reconciler:
 
     # -- writing ------------------------------------------------------------------------------------
 
-    async def _send(self, owner: naming.Owner, write: _Write, *, dry_run: bool) -> Manifest:
+    async def _send(self, write: _Write) -> Manifest:
         try:
-            if write.create:
-                written = await self.kube.create(write.manifest, dry_run=dry_run)
-            else:
-                written = await self.kube.replace(write.manifest, dry_run=dry_run)
+            written = await (self.kube.create if write.create else self.kube.replace)(write.manifest)
         except KubeError as error:
-            if error.code == 409 and write.create and not dry_run:
-                raise  # someone created it meanwhile: the next pass sees whose it is
+            if error.code == 409 and write.create:
+                raise Taken(write.ref) from error
             raise self._refusal(write.ref, error) from error
         stripped = without_managed_fields(written)
-        if not dry_run:
-            self._canonical_of(owner)[write.ref] = (desired.desired_hash(write.manifest) or "", stripped)
-            self.caches[write.ref.kind].put(stripped)
+        self.caches[write.ref.kind].put(stripped)
         return stripped
 
     async def _delete(self, owner: naming.Owner, ref: ChildRef, item: Manifest) -> None:
@@ -415,7 +432,6 @@ class Reconciler:
             if error.code != 409:
                 raise
             log.info("%s: %s changed before it could be removed; judging it again", owner.key, ref)
-        self._canonical_of(owner).pop(ref, None)
 
     # -- reporting ----------------------------------------------------------------------------------
 
@@ -494,6 +510,16 @@ class Reconciler:
                 self.kube, events.about_smd(owner), "Warning", status_rules.INVALID_SPEC, message, now
             )
         return Outcome("Blocked", new.as_object())
+
+
+def _delivery_pending(
+    ref: ChildRef, owner: naming.Owner, previous: v1alpha1.SecureModelDeploymentStatus
+) -> bool:
+    """A client's delivery that could not be made before (its namespace was missing) is not drift."""
+    ready = next((item for item in previous.conditions if item.type == status_rules.READY), None)
+    return (
+        ref.namespace != owner.namespace and ready is not None and ready.reason.startswith("ClientNamespace")
+    )
 
 
 def _replacing(manifest: Manifest, live: Manifest) -> Manifest:

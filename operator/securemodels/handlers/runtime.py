@@ -255,7 +255,7 @@ class Operator:
         self.backing_off.pop(key, None)
         metrics.forget(namespace, name)
         uid = self.uids.get(key)
-        self.reconciler.forget(key, uid)
+        self.reconciler.forget(key)
         if uid is not None:
             for item in read.client_deliveries(self.caches, uid):
                 await self._delete(item)
@@ -315,29 +315,33 @@ class Operator:
 
     async def check_permissions(self) -> None:
         namespaces: list[str | None] = list(self.config.watch_namespaces) or [None]
-        checks = [
-            (permission, verb, namespace)
+        own: tuple[permissions.Permission, ...] = (
+            permissions.OWN_NAMESPACE if self.config.watch_namespaces else ()
+        )
+        checks: list[tuple[permissions.Permission, str, str | None, str | None]] = [
+            (permission, verb, namespace, None)
             for permission in permissions.NAMESPACED
             for verb in permission.verbs
             for namespace in namespaces
         ]
         checks += [
-            (permission, verb, None) for permission in permissions.CLUSTER for verb in permission.verbs
+            (permission, verb, None, None) for permission in permissions.CLUSTER for verb in permission.verbs
         ]
         checks += [
-            (permission, verb, self.config.namespace)
-            for permission in permissions.OWN_NAMESPACE
+            (permission, verb, self.config.namespace, name)
+            for permission in own
             for verb in permission.verbs
+            for name in permission.names or (None,)
         ]
         answers = await asyncio.gather(
             *(
-                self.kube.allowed(verb, item.group, item.resource, namespace)
-                for item, verb, namespace in checks
+                self.kube.allowed(verb, item.group, item.resource, namespace, name)
+                for item, verb, namespace, name in checks
             )
         )
         self.missing_permissions = [
-            item.describe(verb, namespace)
-            for (item, verb, namespace), allowed in zip(checks, answers, strict=True)
+            item.describe(verb, namespace, name)
+            for (item, verb, namespace, name), allowed in zip(checks, answers, strict=True)
             if not allowed
         ]
         for missing in self.missing_permissions:
@@ -349,9 +353,12 @@ class Operator:
             return False, "checking permissions"
         if self.missing_permissions:
             return False, "missing permissions: " + "; ".join(self.missing_permissions)
-        if not self.caches.synced:
-            problems = self.caches.problems()
-            return False, "filling caches" + (": " + "; ".join(problems) if problems else "")
+        problems = self.caches.problems()
+        if not self.caches.synced or problems:
+            # A cache whose watch fails goes stale: not ready until it follows again.
+            return False, ("watching failed: " if self.caches.synced else "filling caches") + (
+                ": " + "; ".join(problems) if problems else ""
+            )
         if not self.watching.is_set():
             return False, "starting to watch"
         return True, "ok"

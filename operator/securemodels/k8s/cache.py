@@ -115,11 +115,16 @@ class Store:
                         del self._indexes[name][value]
 
     def replace(
-        self, items: Iterable[Manifest], namespace: str | None
+        self, items: Iterable[Manifest], namespace: str | None, name: str | None = None
     ) -> list[tuple[Manifest | None, Manifest | None]]:
-        """The result of a (re)list of one scope (a namespace, or everything): returns the changes."""
+        """The result of a (re)list of one scope (a namespace or everything, one name or all): returns
+        the changes."""
         fresh = {key_of(item): item for item in items}
-        scope = [key for key in self._items if namespace is None or key[0] == namespace]
+        scope = [
+            key
+            for key in self._items
+            if (namespace is None or key[0] == namespace) and (name is None or key[1] == name)
+        ]
         changes: list[tuple[Manifest | None, Manifest | None]] = [
             (self.remove(key), None) for key in scope if key not in fresh
         ]
@@ -141,11 +146,13 @@ class Reflector:
         *,
         namespace: str | None = None,
         labels: Mapping[str, str] | None = None,
+        fields: Mapping[str, str] | None = None,
         strip: Strip = without_managed_fields,
         server_timeout: int = 300,
     ) -> None:
         self._kube, self.store, self._on_change = kube, store, on_change
         self.namespace, self._labels, self._strip = namespace, dict(labels or {}), strip
+        self._fields = dict(fields or {})
         self._server_timeout = server_timeout
         self.synced = asyncio.Event()
         self.problem: str | None = None  # why the last attempt failed, for readiness
@@ -161,8 +168,11 @@ class Reflector:
             log.exception("handling a change of %s failed", self.kind)
 
     async def _relist(self) -> str:
-        items, version = await self._kube.list_with_version(self.kind, self.namespace, self._labels)
-        for old, new in self.store.replace((self._strip(item) for item in items), self.namespace):
+        items, version = await self._kube.list_with_version(
+            self.kind, self.namespace, self._labels, fields=self._fields or None
+        )
+        fresh = (self._strip(item) for item in items)
+        for old, new in self.store.replace(fresh, self.namespace, self._fields.get("metadata.name")):
             self._notify(old, new)
         self.synced.set()
         metrics.CACHE_SYNCED.labels(kind=self.kind).set(1)
@@ -176,9 +186,15 @@ class Reflector:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(quiet) as deadline:
                 async for event_type, item in self._kube.watch(
-                    self.kind, self.namespace, self._labels, version, self._server_timeout
+                    self.kind,
+                    self.namespace,
+                    self._labels,
+                    version,
+                    self._server_timeout,
+                    self._fields or None,
                 ):
                     deadline.reschedule(loop.time() + quiet)
+                    self.problem = None
                     version = str(item["metadata"].get("resourceVersion") or version)
                     if event_type == "BOOKMARK":
                         continue

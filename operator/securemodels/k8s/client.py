@@ -157,14 +157,20 @@ class Kube:
         namespace: str | None,
         labels: Mapping[str, Any] | None,
         chunk_size: int | None = None,
+        fields: Mapping[str, str] | None = None,
     ) -> Any:
         selector = dict(labels) if labels else None
+        field_selector: dict[str, Any] | None = dict(fields) if fields else None
         resource = _RESOURCES[kind]
         if _KINDS[kind][3]:
             return self._api.list(
-                resource, namespace=namespace or "*", labels=selector, chunk_size=chunk_size
+                resource,
+                namespace=namespace or "*",
+                labels=selector,
+                fields=field_selector,
+                chunk_size=chunk_size,
             )
-        return self._api.list(resource, labels=selector, chunk_size=chunk_size)
+        return self._api.list(resource, labels=selector, fields=field_selector, chunk_size=chunk_size)
 
     async def list(
         self,
@@ -182,11 +188,12 @@ class Kube:
         namespace: str | None = None,
         labels: Mapping[str, Any] | None = None,
         limit: int | None = None,
+        fields: Mapping[str, str] | None = None,
     ) -> tuple[builtins.list[dict[str, Any]], str]:
         """The objects, and the resourceVersion of the collection to watch from."""
         metrics.API_REQUESTS.labels(verb="list", kind=kind).inc()
         try:
-            items = self._list(kind, namespace, labels, chunk_size=limit or 500)
+            items = self._list(kind, namespace, labels, chunk_size=limit or 500, fields=fields)
             found: builtins.list[dict[str, Any]] = []
             async for item in items:
                 found.append({"apiVersion": api_version(kind), "kind": kind, **item})
@@ -206,6 +213,7 @@ class Kube:
         labels: Mapping[str, Any] | None,
         resource_version: str,
         server_timeout: int,
+        fields: Mapping[str, str] | None = None,
     ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
         """Events after `resource_version`, with bookmarks so that a quiet watch can resume without a
         relist; raises KubeError(410) when the version is too old (the caller relists)."""
@@ -222,6 +230,7 @@ class Kube:
                 "resourceVersion": resource_version,
                 "allowWatchBookmarks": "true",
                 "labelSelector": build_selector(dict(labels)) if labels else None,
+                "fieldSelector": build_selector(dict(fields), for_fields=True) if fields else None,
             },
         )
         return self._events(kind, self._api._client.watch(request))
@@ -315,7 +324,9 @@ class Kube:
             raise _error(error) from error
         return bool(dict(result).get("status", {}).get("allowed"))
 
-    async def allowed(self, verb: str, group: str, resource: str, namespace: str | None = None) -> bool:
+    async def allowed(
+        self, verb: str, group: str, resource: str, namespace: str | None = None, name: str | None = None
+    ) -> bool:
         """SelfSubjectAccessReview: may the operator's own identity do this?"""
         review = {
             "apiVersion": "authorization.k8s.io/v1",
@@ -327,6 +338,7 @@ class Kube:
                     "group": group,
                     "resource": resource,
                     **({"namespace": namespace} if namespace else {}),
+                    **({"name": name} if name else {}),
                 }
             },
         }

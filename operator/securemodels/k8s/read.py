@@ -174,8 +174,6 @@ WATCHED = (
     Watched("Namespace", False, strip=cache.metadata_only),
     Watched("Node", False, strip=cache.metadata_only),
 )
-# In the operator's own namespace: the CA Secret, its ledger and the template key.
-OWN_NAMESPACE_KINDS = ("Secret", "ConfigMap")
 
 
 class Caches:
@@ -198,10 +196,15 @@ class Caches:
                     )
                 )
         if config.watch_namespaces and config.namespace not in config.watch_namespaces:
-            for kind in OWN_NAMESPACE_KINDS:
+            # Its own objects only, each by name: the operator may read nothing else in its namespace.
+            for kind, name in naming.OWN_OBJECTS:
                 self.reflectors.append(
                     cache.Reflector(
-                        kube, self.stores[kind], on_change, namespace=config.namespace, labels=MANAGED
+                        kube,
+                        self.stores[kind],
+                        on_change,
+                        namespace=config.namespace,
+                        fields={"metadata.name": name},
                     )
                 )
 

@@ -193,7 +193,7 @@ def policy_problems(context: Context, policy: Manifest, pods: tuple[Manifest, ..
     )
     if unselected:
         problems.append(f"NetworkPolicy {name} does not select the model's pods {', '.join(unselected)}")
-    allowed_ports = {TLS_PORT, context.spec.model.metrics_port}
+    allowed_ports = {port for port in (TLS_PORT, context.spec.model.metrics_port) if port is not None}
     for rule in spec.get("ingress") or []:
         ports = rule.get("ports") or []
         if not ports or any(port.get("port") not in allowed_ports or "endPort" in port for port in ports):

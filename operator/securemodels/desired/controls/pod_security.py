@@ -73,6 +73,22 @@ def _container_problems(container: Manifest, pod_context: Manifest) -> list[str]
         problems.append(f"container {name} has no seccomp profile")
     if any(port.get("hostPort") for port in container.get("ports") or []):
         problems.append(f"container {name} uses a host port")
+    if context.get("procMount") not in (None, "Default"):
+        problems.append(f"container {name} unmasks /proc")
+    problems += _confinement_problems(f"container {name}", context)
+    return problems
+
+
+# SELinux types Pod Security "restricted" allows (the others, e.g. spc_t, escape confinement).
+_SELINUX_TYPES = (None, "", "container_t", "container_init_t", "container_kvm_t", "container_engine_t")
+
+
+def _confinement_problems(what: str, context: Manifest) -> list[str]:
+    problems = []
+    if (context.get("appArmorProfile") or {}).get("type") == "Unconfined":
+        problems.append(f"{what} runs without AppArmor")
+    if (context.get("seLinuxOptions") or {}).get("type") not in _SELINUX_TYPES:
+        problems.append(f"{what} sets an SELinux type outside the container types")
     return problems
 
 
@@ -93,6 +109,9 @@ def pod_problems(pod_spec: Manifest) -> list[str]:
         if "hostPath" in volume
     ]
     pod_context = pod_spec.get("securityContext") or {}
+    if pod_context.get("sysctls"):
+        problems.append("pod sets sysctls")
+    problems += _confinement_problems("pod", pod_context)
     for key in ("initContainers", "containers", "ephemeralContainers"):
         for container in pod_spec.get(key) or []:
             problems += _container_problems(container, pod_context)
