@@ -46,11 +46,14 @@ class WorkQueue:
         self._active.add(key)
         return key
 
-    def done(self, key: str) -> None:
+    def done(self, key: str, *, drop_news: bool = False) -> None:
+        """The worker is done with the key. News that came in meanwhile hands it out again, unless
+        `drop_news`: then the caller takes what happened during its work as seen."""
         self._active.discard(key)
         if key in self._dirty:
             self._dirty.discard(key)
-            self.add(key)
+            if not drop_news:
+                self.add(key)
 
     def forget(self, key: str) -> None:
         """Cancel a pending delayed add (the object is gone)."""

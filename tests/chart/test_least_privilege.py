@@ -243,9 +243,16 @@ def test_with_watch_namespaces_the_identity_reads_no_secret_outside_them(
         "-n",
         installed.unmanaged,
     )
-    # In its own namespace it keeps the CA Secret: by name, never by listing or deleting.
-    assert can(kubectl, installed.subject, "get", "secrets", "-n", installed.namespace)
-    assert not can(kubectl, installed.subject, "list", "secrets", "-n", installed.namespace)
+    # In its own namespace it reads and writes its own Secrets by name (the CA, the stamp key), no other,
+    # and never deletes one.
+    for secret in ("securemodels-ca", "securemodels-stamp-key"):
+        for verb in ("get", "list", "watch", "update"):
+            assert can(kubectl, installed.subject, verb, f"secrets/{secret}", "-n", installed.namespace), verb
+    for verb in ("get", "list", "watch", "update"):
+        assert not can(
+            kubectl, installed.subject, verb, "secrets/someone-elses", "-n", installed.namespace
+        ), verb
+        assert not can(kubectl, installed.subject, verb, "secrets", "-n", installed.namespace), verb
     assert not can(kubectl, installed.subject, "delete", "secrets", "-n", installed.namespace)
 
 
@@ -263,7 +270,7 @@ def test_the_installed_rbac_names_no_wildcard(kubectl: Kubectl, installed: Insta
 # ------------------------------------------------------------------------------------- a missing grant
 
 MISSING = next(item for item in permissions.NAMESPACED if item.resource == "networkpolicies")
-MISSING_VERB = "update"
+MISSING_VERB = "create"
 
 
 def rules(

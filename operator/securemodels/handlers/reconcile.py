@@ -120,6 +120,8 @@ class Reconciler:
         self._refusals: dict[str, int] = {}
         self._pending: dict[str, _Pending] = {}
         self._written: dict[str, tuple[dict[str, Any], float]] = {}  # status last written, and when
+        # The resourceVersion of each object this reconciler wrote last: its watch event is an echo.
+        self.echoes: dict[tuple[str, str, str], str] = {}
 
     def forget(self, key: str) -> None:
         for store in (self._taken, self._references, self._refusals, self._pending, self._written):
@@ -413,6 +415,9 @@ class Reconciler:
             raise self._refusal(write.ref, error) from error
         stripped = without_managed_fields(written)
         self.caches[write.ref.kind].put(stripped)
+        self.echoes[(write.ref.kind, write.ref.namespace, write.ref.name)] = str(
+            stripped["metadata"].get("resourceVersion")
+        )
         return stripped
 
     async def _delete(self, owner: naming.Owner, ref: ChildRef, item: Manifest) -> None:

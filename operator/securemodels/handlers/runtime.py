@@ -109,7 +109,14 @@ class Operator:
             self.queue.add(key)
 
     def on_change(self, kind: str, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
-        """A cached object changed: wake the SMDs it can affect."""
+        """A cached object changed: wake the SMDs it can affect, unless it is the echo of the operator's
+        own write (which arrives while, or after, the reconcile that made it)."""
+        if new is not None:
+            metadata = new["metadata"]
+            written = (kind, str(metadata.get("namespace") or ""), str(metadata["name"]))
+            if self.reconciler.echoes.get(written) == metadata.get("resourceVersion"):
+                del self.reconciler.echoes[written]
+                return
         for item in (old, new):
             if item is None:
                 continue
@@ -198,17 +205,21 @@ class Operator:
         await self.caches.wait_synced()
         while True:
             key = await self.queue.get()
+            held = False
             try:
-                await self._process(key)
+                held = await self._process(key)
             finally:
-                self.queue.done(key)
+                # After a repair the verdict stands until the next resync: the echoes of the repair's
+                # own writes, which may arrive before the writes return, must not cut it short.
+                self.queue.done(key, drop_news=held)
 
-    async def _process(self, key: str) -> None:
+    async def _process(self, key: str) -> bool:
+        """Reconcile one key; True when its verdict is to stand until the next resync."""
         body = self.bodies.get(key)
         try:
             if body is None:
                 await self._forget(key)
-                return
+                return False
             outcome = await self.reconciler.reconcile(body)
         except KubeError as error:
             if error.code == 409:
@@ -216,13 +227,13 @@ class Operator:
                 # mostly): the watch brings the new version; look again soon, without backing off.
                 log.info("reconcile of %s raced a change (%s); looking again", key, error)
                 self.queue.add_after(key, CONFLICT_RETRY)
-                return
+                return False
             self._retry(key, "api" if error.transient else f"http{error.code}", error)
-            return
+            return False
         except Exception as error:
             log.exception("reconcile of %s failed unexpectedly", key)
             self._retry(key, "internal", error)
-            return
+            return False
         self.failures.pop(key, None)
         self.queue.forget(key)  # retries still pending are moot, and must not cut a held verdict short
         if outcome.repaired:
@@ -237,6 +248,7 @@ class Operator:
             # A refused SMD waits for its backoff, not for the next resync or event.
             self.backing_off[key] = asyncio.get_running_loop().time() + outcome.requeue_after
             self.queue.add_after(key, outcome.requeue_after)
+        return outcome.repaired
 
     def _retry(self, key: str, reason: str, error: Exception) -> None:
         metrics.RECONCILE_ERRORS.labels(reason=reason).inc()
