@@ -20,8 +20,8 @@ from pydantic import ValidationError
 from securemodels import desired
 from securemodels.api import crdgen, v1alpha1
 from securemodels.config import OperatorConfig
-from securemodels.desired.controls import mtls
-from securemodels.desired.model import Context
+from securemodels.desired.controls import image_digest, mtls, network, rbac
+from securemodels.desired.model import Context, Observed
 from securemodels.desired.naming import Owner
 
 OFFLINE_FINGERPRINT = "issued-by-the-operator"
@@ -76,25 +76,58 @@ def _cmd_crd(args: argparse.Namespace) -> int:
     return 0
 
 
-def render_documents(documents: Iterable[dict[str, Any]], config: OperatorConfig) -> list[dict[str, Any]]:
-    """Every object the operator would create in the SMDs' namespaces, without a cluster.
+class RenderError(ValueError):
+    """A document cannot be rendered: the message names the document and every problem found."""
+
+
+# Preflights that need nothing from a cluster, so that render refuses what the operator would block.
+_OFFLINE_PREFLIGHTS = (image_digest, network, rbac)
+
+
+def _owner(index: int, document: Any) -> Owner:
+    where = f"document {index}"
+    metadata = document.get("metadata")
+    if not isinstance(metadata, dict) or not metadata.get("name"):
+        raise RenderError(f"{where}: metadata.name is required")
+    name = metadata["name"]
+    if (problem := v1alpha1.name_problem(name)) is not None:
+        raise RenderError(f"{where} ({name}): {problem}")
+    return Owner(
+        name=name,
+        namespace=str(metadata.get("namespace") or "default"),
+        uid=str(metadata.get("uid") or "00000000-0000-0000-0000-000000000000"),
+        generation=int(metadata.get("generation") or 1),
+    )
+
+
+def render_documents(documents: Iterable[Any], config: OperatorConfig) -> list[dict[str, Any]]:
+    """Every object the operator would create in the SMDs' namespaces, without a cluster. Raises
+    RenderError for a document the API server would refuse or the operator would block.
 
     Key material does not exist offline: the TLS Secret is shown without certificates (the operator's CA
     fills it), and client certificates (delivered into the clients' namespaces) are left out.
     """
     rendered: list[dict[str, Any]] = []
-    for document in documents:
-        if not document or document.get("kind") != v1alpha1.KIND:
+    for index, document in enumerate(documents, start=1):
+        if document is None:
             continue
-        metadata = document.get("metadata") or {}
-        owner = Owner(
-            name=metadata["name"],
-            namespace=metadata.get("namespace", "default"),
-            uid=metadata.get("uid", "00000000-0000-0000-0000-000000000000"),
-            generation=int(metadata.get("generation", 1)),
-        )
-        spec = v1alpha1.SecureModelDeploymentSpec.model_validate(document.get("spec") or {})
+        if not isinstance(document, dict):
+            raise RenderError(f"document {index} is not an object")
+        if document.get("kind") != v1alpha1.KIND:
+            continue
+        owner = _owner(index, document)
+        try:
+            spec = v1alpha1.SecureModelDeploymentSpec.model_validate(document.get("spec") or {})
+        except ValidationError as error:
+            raise RenderError(
+                f"{owner.name}: " + v1alpha1.describe(error).replace("; ", f"\n{owner.name}: ")
+            ) from None
         context = Context(owner=owner, spec=spec, config=config, now=datetime.now(UTC))
+        blockers = [
+            found for control in _OFFLINE_PREFLIGHTS if (found := control.preflight(context, Observed()))
+        ]
+        if blockers:
+            raise RenderError("\n".join(f"{owner.name}: {item.reason}: {item.message}" for item in blockers))
         server = mtls.ServerTLS(pair=None, bundle_pem=b"", fingerprint=OFFLINE_FINGERPRINT)
         rendered += desired.build(context, server, clients={}).owned
     return rendered
@@ -102,11 +135,11 @@ def render_documents(documents: Iterable[dict[str, Any]], config: OperatorConfig
 
 def _cmd_render(args: argparse.Namespace) -> int:
     config = _load_config(args.config)
-    source = sys.stdin.read() if args.filename == "-" else Path(args.filename).read_text()
     try:
+        source = sys.stdin.read() if args.filename == "-" else Path(args.filename).read_text()
         manifests = render_documents(yaml.safe_load_all(source), config)
-    except ValidationError as error:
-        print(v1alpha1.describe(error).replace("; ", "\n"), file=sys.stderr)
+    except (OSError, yaml.YAMLError, RenderError) as error:
+        print(error, file=sys.stderr)
         return 1
     sys.stdout.write(yaml.safe_dump_all(manifests, sort_keys=False))
     return 0

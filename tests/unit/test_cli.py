@@ -108,7 +108,46 @@ def test_render_reports_bad_specs_by_field_path(
 
     assert code == 1
     assert out == ""
-    assert err.startswith(path)
+    assert err.startswith(f"fraud: {path}")  # the SMD, then the field
+
+
+@pytest.mark.parametrize(
+    ("document", "message"),
+    [
+        ("kind: SecureModelDeployment\n", "document 1: metadata.name is required"),
+        ("- a list\n", "document 1 is not an object"),
+        ("a: [b\n", "while parsing a flow sequence"),
+        (
+            "kind: SecureModelDeployment\nmetadata: {name: default}\nspec: {}\n",
+            "document 1 (default): metadata.name must be",
+        ),
+    ],
+    ids=["no name", "not an object", "not YAML", "reserved name"],
+)
+def test_render_refuses_documents_that_are_not_smds_with_one_clean_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, document: str, message: str
+) -> None:
+    path = tmp_path / "smd.yaml"
+    path.write_text(document)
+
+    code, out, err = render(capsys, "-f", str(path))
+
+    assert (code, out) == (1, "")
+    assert message in err
+    assert "Traceback" not in err
+
+
+def test_render_refuses_what_the_operator_would_block(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """Three /9s cover more than a /8: each CIDR passes the CRD, together they reach most of IPv4."""
+    peers = [{"cidr": cidr} for cidr in ("0.0.0.0/9", "64.0.0.0/9", "128.0.0.0/9")]
+    spec = spec_dict(network={"egress": [{"to": peers, "ports": [{"port": 443}]}]})
+
+    code, out, err = render(capsys, "-f", str(smd_file(tmp_path, spec)))
+
+    assert (code, out) == (1, "")
+    assert err.startswith("fraud: NetworkTooBroad: EgressToAnywhere")
 
 
 def test_crd_prints_the_generated_crd(capsys: pytest.CaptureFixture[str]) -> None:
