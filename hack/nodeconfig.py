@@ -22,6 +22,8 @@ DNS_SERVICE_IP = "10.96.0.10"
 CGROUP_PARENT = "securemodels-node"
 # The node's taint, its label, and the namespace label whose pods are placed on the node.
 PLACEMENT_KEY = "securemodels.io/real-node"
+# Namespaces whose pods take their images from the node's store (local_images_policy).
+LOCAL_IMAGES_LABEL = "securemodels.io/local-images"
 TAINT = {"key": PLACEMENT_KEY, "value": "true", "effect": "NoSchedule"}
 COREDNS_IMAGE = "coredns"
 
@@ -329,5 +331,51 @@ def coredns_manifests(image: str) -> list[dict[str, Any]]:
                     {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": 53},
                 ],
             },
+        },
+    ]
+
+
+def local_images_policy() -> list[dict[str, Any]]:
+    """Containers of pods in namespaces labelled LOCAL_IMAGES_LABEL pull only when the image is absent.
+
+    The operator sets imagePullPolicy Always on the model and sidecar containers, and with Always the
+    kubelet asks the registry for the digest even when the node holds the image, which fails where there
+    is no registry. Until the operator lets a cluster choose the pull policy, this policy stands in for
+    that setting, for the namespaces of the tests and the benchmark only.
+    """
+    name = "securemodels-local-images"
+    expression = (
+        "Object{spec: Object.spec{containers: object.spec.containers.map(c, "
+        "Object.spec.containers{name: c.name, imagePullPolicy: 'IfNotPresent'})}}"
+    )
+    return [
+        {
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "MutatingAdmissionPolicy",
+            "metadata": {"name": name},
+            "spec": {
+                "failurePolicy": "Fail",
+                "reinvocationPolicy": "IfNeeded",
+                "matchConstraints": {
+                    "resourceRules": [
+                        {
+                            "apiGroups": [""],
+                            "apiVersions": ["v1"],
+                            "operations": ["CREATE"],
+                            "resources": ["pods"],
+                        }
+                    ],
+                    "namespaceSelector": {"matchLabels": {LOCAL_IMAGES_LABEL: "true"}},
+                },
+                "mutations": [
+                    {"patchType": "ApplyConfiguration", "applyConfiguration": {"expression": expression}}
+                ],
+            },
+        },
+        {
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "MutatingAdmissionPolicyBinding",
+            "metadata": {"name": name},
+            "spec": {"policyName": name},
         },
     ]

@@ -17,12 +17,12 @@ from typing import Any
 
 import yaml
 
+from nodeconfig import LOCAL_IMAGES_LABEL, PLACEMENT_KEY
 from support.kube import wait_for
 
-# Namespaces labelled so get their pods onto the local real node (hack/nodeconfig.py) and their images
-# from the node's own store (see pull_policy_workaround).
-PLACEMENT_LABEL = "securemodels.io/real-node"
-LOCAL_IMAGES_LABEL = "securemodels.io/local-images"
+# Namespaces labelled so get their pods onto the local real node, and their images from the node's own
+# store (nodeconfig.local_images_policy).
+PLACEMENT_LABEL = PLACEMENT_KEY
 POD_READY_TIMEOUT = 120.0
 
 
@@ -245,49 +245,3 @@ def elapsed_until(probe: Any, timeout: float, interval: float = 0.2) -> float:
     started = time.monotonic()
     wait_for(probe, timeout=timeout, interval=interval)
     return time.monotonic() - started
-
-
-def pull_policy_workaround() -> list[dict[str, Any]]:
-    """Containers of pods in namespaces labelled LOCAL_IMAGES_LABEL pull only when the image is absent.
-
-    The operator sets imagePullPolicy Always on the model and sidecar containers, and with Always the
-    kubelet asks the registry for the digest even when the node holds the image, which fails where there
-    is no registry. Until the operator lets a cluster choose the pull policy, this policy stands in for
-    that setting, for the test namespaces only.
-    """
-    name = "securemodels-e2e-local-images"
-    expression = (
-        "Object{spec: Object.spec{containers: object.spec.containers.map(c, "
-        "Object.spec.containers{name: c.name, imagePullPolicy: 'IfNotPresent'})}}"
-    )
-    return [
-        {
-            "apiVersion": "admissionregistration.k8s.io/v1",
-            "kind": "MutatingAdmissionPolicy",
-            "metadata": {"name": name},
-            "spec": {
-                "failurePolicy": "Fail",
-                "reinvocationPolicy": "IfNeeded",
-                "matchConstraints": {
-                    "resourceRules": [
-                        {
-                            "apiGroups": [""],
-                            "apiVersions": ["v1"],
-                            "operations": ["CREATE"],
-                            "resources": ["pods"],
-                        }
-                    ],
-                    "namespaceSelector": {"matchLabels": {LOCAL_IMAGES_LABEL: "true"}},
-                },
-                "mutations": [
-                    {"patchType": "ApplyConfiguration", "applyConfiguration": {"expression": expression}}
-                ],
-            },
-        },
-        {
-            "apiVersion": "admissionregistration.k8s.io/v1",
-            "kind": "MutatingAdmissionPolicyBinding",
-            "metadata": {"name": name},
-            "spec": {"policyName": name},
-        },
-    ]

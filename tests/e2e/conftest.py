@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from chart.helm import helm
-from e2e.cluster import E2ECluster, images, pull_policy_workaround, use_existing_cluster
+from e2e.cluster import E2ECluster, images, use_existing_cluster
+from nodeconfig import local_images_policy
 from support.paths import CHART
 
 RELEASE = "e2e"
@@ -48,7 +49,7 @@ def e2e_cluster(request: pytest.FixtureRequest) -> E2ECluster:
 def installed(e2e_cluster: E2ECluster) -> Iterator[Installed]:
     """The chart installed with the operator image, watching the models' and clients' namespaces."""
     references = images()
-    e2e_cluster.apply(*pull_policy_workaround())
+    e2e_cluster.apply(*local_images_policy())
     for namespace in (OPERATOR_NAMESPACE, MODELS, CLIENTS, OUTSIDERS, EGRESS, MONITORING):
         e2e_cluster.namespace(namespace)
     address, port = e2e_cluster.api_server_endpoint()
@@ -84,5 +85,5 @@ def installed(e2e_cluster: E2ECluster) -> Iterator[Installed]:
             kubeconfig=e2e_cluster.kubeconfig,
         )
         e2e_cluster.delete_namespaces(OPERATOR_NAMESPACE, MODELS, CLIENTS, OUTSIDERS, EGRESS, MONITORING)
-        for manifest in pull_policy_workaround():
+        for manifest in local_images_policy():
             e2e_cluster.run("delete", manifest["kind"], manifest["metadata"]["name"], "--ignore-not-found")
