@@ -22,6 +22,9 @@ IDENTITY_HEADER = "X-Client-Identity"
 class ModelHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, and chunked responses for the stream
     server_version = "modelstub"
+    # Headers and body leave in separate writes; with Nagle's algorithm the body waits for the client's
+    # delayed ACK (40 ms) on every kept-alive request.
+    disable_nagle_algorithm = True
 
     def do_GET(self) -> None:
         url = urllib.parse.urlsplit(self.path)
