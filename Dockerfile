@@ -33,7 +33,10 @@ ENV PATH=/opt/securemodels/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1
 COPY --from=builder /opt/securemodels /opt/securemodels
-# Numeric, so that Kubernetes' runAsNonRoot can verify it without an /etc/passwd entry.
+# kopf names its identity after the user (getpass.getuser()), which fails for a UID without an account.
+RUN echo "securemodels:x:65532:65532:secure-model-operator:/nonexistent:/usr/sbin/nologin" >> /etc/passwd \
+    && echo "securemodels:x:65532:" >> /etc/group
+# Numeric, so that Kubernetes' runAsNonRoot can verify it.
 USER 65532:65532
 EXPOSE 8080
 ENTRYPOINT ["securemodels"]

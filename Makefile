@@ -42,7 +42,7 @@ $(KUBECTL) $(HELM) &:
 	hack/fetch-kubectl-helm.sh >/dev/null
 
 .PHONY: install
-install: $(VENV)/.installed $(JUDGES_VENV)/.installed $(KUBECTL) controlplane nginx ## everything the tests and demo need
+install: $(VENV)/.installed $(JUDGES_VENV)/.installed $(KUBECTL) controlplane nginx node images ## everything the tests and demo need
 
 .PHONY: controlplane
 controlplane: ## build (once) kube-apiserver, kube-controller-manager, kube-scheduler, etcd and kwok
@@ -51,6 +51,26 @@ controlplane: ## build (once) kube-apiserver, kube-controller-manager, kube-sche
 .PHONY: nginx
 nginx: ## fetch (once) Debian's nginx for the mTLS handshake tests
 	hack/fetch-nginx.sh >/dev/null
+
+# The real node (Linux, root): runc, CNI plugins, the image builder and the netfilter tools from Debian.
+NODE_PACKAGES := runc containernetworking-plugins buildah debootstrap iptables ipset conntrack nftables
+
+.PHONY: node-packages
+node-packages: ## install (once) Debian's packages the real node and the image builds use
+	@missing=$$(for package in $(NODE_PACKAGES); do \
+	  dpkg-query -W -f '$${Status}' $$package 2>/dev/null | grep -q 'ok installed' || echo $$package; done); \
+	if [ -n "$$missing" ]; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	    $$missing >/dev/null; \
+	fi
+
+.PHONY: node
+node: node-packages ## build (once) kubelet, kube-proxy, containerd, kube-router and CoreDNS for the real node
+	hack/build-node.sh >/dev/null
+
+.PHONY: images
+images: node nginx ## build (once per content) the operator, sidecar, model stub, client, CoreDNS and pause images
+	hack/images/build.sh >/dev/null
 
 # ------------------------------------------------------------------------------------------- generate
 
@@ -67,14 +87,21 @@ lint: $(VENV)/.installed $(KUBECTL) ## ruff, mypy, import rules, hadolint, helm 
 	$(VENV)/bin/ruff format --check $(PYTHON_SOURCES)
 	$(VENV)/bin/mypy $(PYTHON_SOURCES)
 	$(VENV)/bin/lint-imports
-	$(VENV)/bin/hadolint Dockerfile
+	$(VENV)/bin/hadolint Dockerfile hack/images/*/Containerfile
 	$(HELM) lint --strict $(CHART) --set image.repository=registry.example.com/secure-model-operator \
 	  --set image.digest=sha256:$$(printf '0%.0s' {1..64})
 
+# What the tests, the demo and the benchmarks find the binaries and images by.
+ASSETS_ENV = SECUREMODELS_ASSETS=$$(hack/build-controlplane.sh) SECUREMODELS_NODE_ASSETS=$$(hack/build-node.sh) \
+  SECUREMODELS_IMAGES=$$(hack/images/build.sh)
+
 .PHONY: test
-test: install lint ## install everything, then run every test
-	SECUREMODELS_ASSETS=$$(hack/build-controlplane.sh) NGINX=$$(hack/fetch-nginx.sh) \
-	  $(VENV)/bin/pytest tests
+test: install lint ## install everything, then run every test (the end-to-end suite needs Linux and root)
+	$(ASSETS_ENV) NGINX=$$(hack/fetch-nginx.sh) $(VENV)/bin/pytest tests
+
+.PHONY: e2e
+e2e: install ## only the end-to-end suite, on the local cluster's real node
+	$(ASSETS_ENV) $(VENV)/bin/pytest tests/e2e
 
 .PHONY: unit
 unit: $(VENV)/.installed ## only the fast unit tests
@@ -88,35 +115,28 @@ demo: install ## start a local control plane, run the operator, apply examples/b
 
 .PHONY: bench
 bench: install ## measure and write BENCHMARKS.md
-	SECUREMODELS_ASSETS=$$(hack/build-controlplane.sh) PYTHONPATH=hack $(VENV)/bin/python -m bench
+	$(ASSETS_ENV) PYTHONPATH=hack $(VENV)/bin/python -m bench
 
 # ------------------------------------------------------------------------------------------------ kind
-# For machines with Docker and kind (not needed by demo or test): the operator image built from this
-# checkout, installed with the chart, running a real model until it is Ready.
+# For machines with Docker and kind (not needed by demo or test): the same end-to-end suite, against a
+# kind cluster, with the images built by Docker from the same Dockerfile and Containerfiles and loaded
+# into kind. Kubernetes 1.36 nodes: the suite uses MutatingAdmissionPolicy (v1).
 
 KIND_CLUSTER ?= securemodels
-KIND_CONTEXT := kind-$(KIND_CLUSTER)
-KIND_IMAGE := docker.io/library/secure-model-operator:dev
+KIND_NODE_IMAGE ?= kindest/node:v1.36.3
+KIND_IMAGES := $(SECUREMODELS_CACHE)/kind-$(KIND_CLUSTER)-images.json
 
 .PHONY: kind-up
-kind-up: $(KUBECTL) ## kind cluster running the operator image built from this checkout (needs docker, kind)
-	kind get clusters | grep -qx '$(KIND_CLUSTER)' || kind create cluster --name $(KIND_CLUSTER) --wait 120s
-	docker build -t $(KIND_IMAGE) .
-	kind load docker-image $(KIND_IMAGE) --name $(KIND_CLUSTER)
-	reference=$$(docker exec $(KIND_CLUSTER)-control-plane crictl inspecti \
-	    -o go-template --template '{{index .status.repoDigests 0}}' $(KIND_IMAGE)); \
-	api_server=$$($(KUBECTL) --context $(KIND_CONTEXT) get endpointslices -n default \
-	    -l kubernetes.io/service-name=kubernetes -o jsonpath='{.items[0].endpoints[0].addresses[0]}'); \
-	$(HELM) upgrade --install secure-model-operator $(CHART) --kube-context $(KIND_CONTEXT) \
-	  --namespace securemodels-system --create-namespace --wait --timeout 5m \
-	  --set image.repository=$${reference%@*} --set image.digest=$${reference#*@} --set image.pullPolicy=Never \
-	  --set "networkPolicy.apiServerCIDRs={$$api_server/32}" --set 'networkPolicy.apiServerPorts={6443}'
+kind-up: $(KUBECTL) nginx ## kind cluster holding the images built from this checkout (needs docker, kind)
+	kind get clusters | grep -qx '$(KIND_CLUSTER)' \
+	  || kind create cluster --name $(KIND_CLUSTER) --image $(KIND_NODE_IMAGE) --wait 120s
+	hack/kind/images.sh $(KIND_CLUSTER) $$(hack/fetch-nginx.sh) > $(KIND_IMAGES)
 
 .PHONY: kind-e2e
-kind-e2e: kind-up ## on kind: deploy a real model (hack/kind/model.yaml) and wait until it is Ready
-	$(KUBECTL) --context $(KIND_CONTEXT) label nodes --all --overwrite topology.kubernetes.io/region=kind
-	$(KUBECTL) --context $(KIND_CONTEXT) apply -f hack/kind/model.yaml
-	$(KUBECTL) --context $(KIND_CONTEXT) wait --for=condition=Ready smd/echo -n ml-demo --timeout=5m
+kind-e2e: kind-up $(VENV)/.installed ## on kind: the end-to-end suite (tests/e2e), USE_EXISTING_CLUSTER=1
+	kubeconfig=$$(mktemp) && kind get kubeconfig --name $(KIND_CLUSTER) > $$kubeconfig \
+	  && USE_EXISTING_CLUSTER=1 KUBECONFIG=$$kubeconfig SECUREMODELS_IMAGES=$(KIND_IMAGES) \
+	    $(VENV)/bin/pytest tests/e2e; status=$$?; rm -f $$kubeconfig; exit $$status
 
 .PHONY: clean
 clean: ## remove the virtual environments (the cache outside the repository stays)

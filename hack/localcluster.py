@@ -5,7 +5,12 @@ etcd, kube-apiserver (RBAC, Pod Security admission, service-account token signin
 kube-controller-manager (garbage collection, Deployments, ReplicaSets), kube-scheduler, and kwok
 standing in for kubelets so that Pods on its fake nodes become Running and Ready.
 
-Usage: python hack/localcluster.py up   # prints the kubeconfig path, runs until interrupted
+With `real_node=True` (Linux, root) a real node joins beside the fake ones (realnode.py): containerd,
+kubelet, kube-proxy, a NetworkPolicy enforcer and cluster DNS, so pods placed there really run. The API
+server then listens on that node's bridge instead of loopback, so that pods can reach it.
+
+Usage: python hack/localcluster.py up [--real-node] [workdir]   # prints the kubeconfig path, runs until
+interrupted
 """
 
 from __future__ import annotations
@@ -31,6 +36,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from nodeconfig import NODE_IP
+from realnode import RealNode
 
 BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
 SERVICE_CIDR = "10.96.0.0/16"
@@ -89,7 +97,12 @@ class _Issuer:
         return cls(key, cert)
 
     def issue(
-        self, common_name: str, organization: str | None = None, *, server: bool = False
+        self,
+        common_name: str,
+        organization: str | None = None,
+        *,
+        server: bool = False,
+        addresses: tuple[str, ...] = (),
     ) -> tuple[bytes, bytes]:
         key = ec.generate_private_key(ec.SECP256R1())
         attributes = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
@@ -113,6 +126,7 @@ class _Issuer:
                         x509.DNSName("kubernetes.default.svc"),
                         x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
                         x509.IPAddress(ipaddress.ip_address("10.96.0.1")),
+                        *(x509.IPAddress(ipaddress.ip_address(address)) for address in addresses),
                     ]
                 ),
                 critical=False,
@@ -130,9 +144,12 @@ class LocalCluster:
     """The running control plane. `kubeconfig` is an admin (system:masters) kubeconfig."""
 
     workdir: Path
+    real_node: bool = False
     server: str = ""
     kubeconfig: Path = field(init=False)
+    node: RealNode | None = None
     _processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    _ca: _Issuer | None = None
 
     def __post_init__(self) -> None:
         self.kubeconfig = self.workdir / "admin.kubeconfig"
@@ -150,9 +167,15 @@ class LocalCluster:
 
     def _start(self, timeout: float) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        pki = self._write_pki()
+        address = "127.0.0.1"
+        if self.real_node:
+            # The API server listens on the node's bridge: host processes and pods both reach it there.
+            self.node = RealNode(self.workdir / "node")
+            self.node.prepare_host()
+            address = NODE_IP
+        pki = self._write_pki(address)
         etcd_port, etcd_peer_port, api_port = free_port(), free_port(), free_port()
-        self.server = f"https://127.0.0.1:{api_port}"
+        self.server = f"https://{address}:{api_port}"
         self._spawn(
             "etcd",
             f"--data-dir={self.workdir / 'etcd'}",
@@ -167,8 +190,8 @@ class LocalCluster:
         self._spawn(
             "kube-apiserver",
             f"--etcd-servers=http://127.0.0.1:{etcd_port}",
-            "--bind-address=127.0.0.1",
-            "--advertise-address=127.0.0.1",
+            f"--bind-address={address}",
+            f"--advertise-address={address}",
             f"--secure-port={api_port}",
             f"--cert-dir={self.workdir / 'apiserver-certs'}",
             f"--tls-cert-file={pki['apiserver.crt']}",
@@ -182,6 +205,7 @@ class LocalCluster:
             "--allow-privileged=false",
             "--profiling=false",
             "--v=0",
+            *(self._kubelet_client_flags(pki) if self.real_node else ()),
         )
         self._write_kubeconfig(self.kubeconfig, pki["admin.crt"], pki["admin.key"])
         self._wait_ready(timeout)
@@ -217,6 +241,25 @@ class LocalCluster:
             f"--config={find_asset('kwok-stages.yaml')}",
         )
         self._create_nodes()
+        if self.node is not None and self._ca is not None:
+            self.node.route_service_range(SERVICE_CIDR)
+            self.node.start(
+                self.kubectl,
+                self.kubeconfig,
+                self.ca_file,
+                self._ca.issue("kubelet", server=True, addresses=(NODE_IP,)),
+            )
+
+    @staticmethod
+    def _kubelet_client_flags(pki: dict[str, Path]) -> tuple[str, ...]:
+        """For logs, exec and port-forward: the API server reaches the kubelet at the node's InternalIP,
+        as a cluster admin, and checks the kubelet's serving certificate against the cluster CA."""
+        return (
+            "--kubelet-preferred-address-types=InternalIP,Hostname",
+            f"--kubelet-client-certificate={pki['admin.crt']}",
+            f"--kubelet-client-key={pki['admin.key']}",
+            f"--kubelet-certificate-authority={pki['ca.crt']}",
+        )
 
     def _spawn(self, name: str, *args: str) -> None:
         with (self.workdir / f"{name}.log").open("wb") as log:  # the child keeps its own descriptor
@@ -230,10 +273,12 @@ class LocalCluster:
             )
         self._processes.append(process)
 
-    def _write_pki(self) -> dict[str, Path]:
-        ca = _Issuer.new("securemodels-local-ca")
+    def _write_pki(self, address: str) -> dict[str, Path]:
+        ca = self._ca = _Issuer.new("securemodels-local-ca")
         files: dict[str, bytes] = {"ca.crt": ca.cert.public_bytes(serialization.Encoding.PEM)}
-        files["apiserver.crt"], files["apiserver.key"] = ca.issue("kube-apiserver", server=True)
+        files["apiserver.crt"], files["apiserver.key"] = ca.issue(
+            "kube-apiserver", server=True, addresses=(address,) if address != "127.0.0.1" else ()
+        )
         files["admin.crt"], files["admin.key"] = ca.issue("admin", "system:masters")
         sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         files["sa.key"] = _pem_key(sa_key)
@@ -342,6 +387,9 @@ status:
             )
 
     def stop(self) -> None:
+        if self.node is not None:
+            self.node.stop()
+            self.node = None
         for process in reversed(self._processes):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGTERM)
@@ -369,11 +417,11 @@ def _die_with_parent() -> None:
 
 
 @contextlib.contextmanager
-def running_cluster(workdir: Path | None = None) -> Iterator[LocalCluster]:
+def running_cluster(workdir: Path | None = None, *, real_node: bool = False) -> Iterator[LocalCluster]:
     with contextlib.ExitStack() as stack:
         if workdir is None:
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="securemodels-cluster-")))
-        cluster = LocalCluster(workdir)
+        cluster = LocalCluster(workdir, real_node=real_node)
         cluster.start()
         stack.callback(cluster.stop)
         yield cluster
@@ -383,8 +431,11 @@ def main(argv: list[str]) -> int:
     if argv[1:2] != ["up"]:
         print(__doc__, file=sys.stderr)
         return 2
-    workdir = Path(argv[2]) if len(argv) > 2 else None
-    with running_cluster(workdir) as cluster:
+    options = argv[2:]
+    real_node = "--real-node" in options
+    paths = [option for option in options if option != "--real-node"]
+    workdir = Path(paths[0]) if paths else None
+    with running_cluster(workdir, real_node=real_node) as cluster:
         print(cluster.kubeconfig, flush=True)
         print(f"export KUBECONFIG={cluster.kubeconfig}", file=sys.stderr, flush=True)
         with contextlib.suppress(KeyboardInterrupt):

@@ -30,6 +30,14 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
 
 
 @pytest.fixture(scope="session")
+def real_node_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    """A second local control plane, with a real node beside its kwok nodes (Linux and root): for the
+    end-to-end tests, whose pods really run. Apart from `cluster`, so the other tests see no change."""
+    with running_cluster(tmp_path_factory.mktemp("real-node-cluster"), real_node=True) as local:
+        yield local
+
+
+@pytest.fixture(scope="session")
 def kubectl(cluster: LocalCluster) -> Kubectl:
     return Kubectl(cluster)
 

@@ -1,0 +1,89 @@
+"""The end-to-end suite's session: a cluster whose pods really run, and the operator installed with Helm.
+
+Locally, the real-node cluster (tests/conftest.py); with USE_EXISTING_CLUSTER=1, the current kubeconfig's
+cluster. Either way the operator image built from this checkout is installed with the chart, under the
+chart's RBAC and NetworkPolicy, watching the test's namespaces only.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from chart.helm import helm
+from e2e.cluster import E2ECluster, images, use_existing_cluster
+from nodeconfig import local_images_policy
+from support.paths import CHART
+
+RELEASE = "e2e"
+OPERATOR_NAMESPACE = "e2e-operator"
+MODELS = "e2e-models"
+CLIENTS = "e2e-clients"
+OUTSIDERS = "e2e-outsiders"
+EGRESS = "e2e-egress"
+MONITORING = "e2e-monitoring"
+# Short, so that drift is corrected within seconds; the tampering test measures it.
+RESYNC_SECONDS = 5
+
+
+@dataclass(frozen=True)
+class Installed:
+    cluster: E2ECluster
+    images: dict[str, str]
+    operator_namespace: str
+
+
+@pytest.fixture(scope="session")
+def e2e_cluster(request: pytest.FixtureRequest) -> E2ECluster:
+    if use_existing_cluster():
+        return E2ECluster(Path(os.environ.get("KUBECONFIG") or Path.home() / ".kube" / "config"))
+    local = request.getfixturevalue("real_node_cluster")
+    return E2ECluster(local.kubeconfig)
+
+
+@pytest.fixture(scope="session")
+def installed(e2e_cluster: E2ECluster) -> Iterator[Installed]:
+    """The chart installed with the operator image, watching the models' and clients' namespaces."""
+    references = images()
+    e2e_cluster.apply(*local_images_policy())
+    for namespace in (OPERATOR_NAMESPACE, MODELS, CLIENTS, OUTSIDERS, EGRESS, MONITORING):
+        e2e_cluster.namespace(namespace)
+    address, port = e2e_cluster.api_server_endpoint()
+    repository, digest = references["operator"].split("@")
+    values = {
+        "image": {"repository": repository, "digest": digest, "pullPolicy": "IfNotPresent"},
+        "config": {
+            "watchNamespaces": [MODELS, CLIENTS],
+            "resyncSeconds": RESYNC_SECONDS,
+            "sidecarImage": references["sidecar"],
+            "monitoringNamespace": MONITORING,
+        },
+        "networkPolicy": {"apiServerCIDRs": [f"{address}/32"], "apiServerPorts": [port]},
+    }
+    result = helm(
+        "install", RELEASE, str(CHART), "--namespace", OPERATOR_NAMESPACE, "--wait", "--timeout=4m",
+        values=values, kubeconfig=e2e_cluster.kubeconfig,
+    )  # fmt: skip
+    if result.returncode != 0:
+        pods = e2e_cluster.run("get", "pods", "-n", OPERATOR_NAMESPACE, "-o", "wide").stdout
+        logs = e2e_cluster.run(
+            "logs", "-n", OPERATOR_NAMESPACE, "-l", f"app.kubernetes.io/instance={RELEASE}"
+        ).stdout
+        raise AssertionError(f"helm install failed: {result.stderr}\n{pods}\n{logs[-3000:]}")
+    yield Installed(e2e_cluster, references, OPERATOR_NAMESPACE)
+    if use_existing_cluster():  # a local cluster goes away whole; someone else's is left as found
+        helm(
+            "uninstall",
+            RELEASE,
+            "--namespace",
+            OPERATOR_NAMESPACE,
+            "--wait",
+            kubeconfig=e2e_cluster.kubeconfig,
+        )
+        e2e_cluster.delete_namespaces(OPERATOR_NAMESPACE, MODELS, CLIENTS, OUTSIDERS, EGRESS, MONITORING)
+        for manifest in local_images_policy():
+            e2e_cluster.run("delete", manifest["kind"], manifest["metadata"]["name"], "--ignore-not-found")
