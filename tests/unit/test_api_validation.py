@@ -90,7 +90,27 @@ REGISTRY_RULE = rule("spec.model.image is not from a registry")
 SA = {"kind": "ServiceAccount", "name": "ci", "namespace": "ci"}
 ALICE = {"kind": "User", "name": "alice"}
 
+EXISTS_VALUE = rule("a toleration with operator Exists")
+TOLERATION_SECONDS = rule("tolerationSeconds applies")
+
+
+def tolerating(**toleration: Any) -> dict[str, Any]:
+    return {"scheduling": {"tolerations": [{"key": "nvidia.com/gpu", **toleration}]}}
+
+
 CASES = [
+    Case(
+        "toleration Exists with a value",
+        EXISTS_VALUE,
+        tolerating(operator="Exists", value="true"),
+        tolerating(operator="Exists"),
+    ),
+    Case(
+        "tolerationSeconds without NoExecute",
+        TOLERATION_SECONDS,
+        tolerating(effect="NoSchedule", tolerationSeconds=30),
+        tolerating(effect="NoExecute", tolerationSeconds=30),
+    ),
     Case(
         "env with neither value",
         ENV_XOR,

@@ -145,13 +145,19 @@ def test_without_clients_the_map_admits_nobody() -> None:
 
 
 def test_model_gets_the_verified_identity_and_nothing_else_from_the_client() -> None:
-    location = block(tls_server(render(model_port=7000)), "location /")
+    conf = render(model_port=7000)
+    location = block(tls_server(conf), "location /")
 
-    assert directives(location, "proxy_pass") == ["http://127.0.0.1:7000"]
+    assert directives(location, "proxy_pass") == ["http://securemodels_model"]
+    upstream = block(conf, "upstream securemodels_model")
+    assert directives(upstream, "server") == ["127.0.0.1:7000"]
+    assert directives(upstream, "keepalive") == ["16"]
+    assert directives(location, "proxy_http_version") == ["1.1"]  # keep-alive to the model needs 1.1
     assert directives(location, "proxy_set_header") == [
         'Connection ""',
         "X-Client-Identity $securemodels_client_identity",
     ]
+    assert directives(location, "proxy_buffering") == ["off"]  # streamed answers are not held back
 
 
 def test_health_server_answers_two_paths_only() -> None:
@@ -160,7 +166,7 @@ def test_health_server_answers_two_paths_only() -> None:
     assert directives(server, "listen") == ["9081"]
     assert "ssl" not in server
     assert directives(block(server, "location = /healthz"), "proxy_pass") == [
-        "http://127.0.0.1:7000/v2/health/ready"
+        "http://securemodels_model/v2/health/ready"
     ]
     assert directives(block(server, "location = /sidecar-healthz"), "return") == ['200 "ok\\n"']
     assert directives(block(server, "location /"), "return") == ["404"]

@@ -806,6 +806,61 @@ class Residency(ApiModel):
         return regions
 
 
+# ------------------------------------------------------------------------------------------ scheduling
+
+LABEL_KEY_PATTERN = r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+LABEL_VALUE_PATTERN = r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$"
+
+
+class Toleration(ApiModel):
+    """A taint the model's pods tolerate, as in Kubernetes (e.g. a GPU node pool's)."""
+
+    RULES = (
+        Rule(
+            "self.operator != 'Exists' || !has(self.value)",
+            "a toleration with operator Exists takes no value",
+            lambda item: item.operator != "Exists" or item.value is None,
+        ),
+        Rule(
+            "!has(self.tolerationSeconds) || (has(self.effect) && self.effect == 'NoExecute')",
+            "tolerationSeconds applies to the NoExecute effect only",
+            lambda item: item.toleration_seconds is None or item.effect == "NoExecute",
+        ),
+    )
+    key: str = Field(description="Taint key.", pattern=LABEL_KEY_PATTERN, max_length=317)
+    operator: Literal["Equal", "Exists"] = Field(
+        "Equal", description="Equal (the value must match) or Exists.", json_schema_extra={"maxLength": 6}
+    )
+    value: str | None = Field(
+        None, description="Taint value, for Equal.", pattern=LABEL_VALUE_PATTERN, max_length=63
+    )
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
+        None, description="Taint effect; empty: every effect.", json_schema_extra={"maxLength": 16}
+    )
+    toleration_seconds: int | None = Field(
+        None, ge=0, le=86400, description="How long the pod stays on a node that gets a NoExecute taint."
+    )
+
+
+class Scheduling(ApiModel):
+    """Where the model's pods may be scheduled, besides spec.residency. These fields only narrow: the
+    residency's required node affinity always applies as well."""
+
+    node_selector: dict[
+        Annotated[str, Field(max_length=317, pattern=LABEL_KEY_PATTERN)],
+        Annotated[str, Field(max_length=63, pattern=LABEL_VALUE_PATTERN)],
+    ] = Field(default_factory=dict, max_length=16, description="Node labels the pods' nodes must all carry.")
+    tolerations: list[Toleration] = Field(
+        default_factory=list, max_length=16, description="Taints the pods tolerate, e.g. nvidia.com/gpu."
+    )
+    priority_class_name: str | None = Field(
+        None, pattern=DNS_SUBDOMAIN_PATTERN, max_length=253, description="PriorityClass of the pods."
+    )
+    runtime_class_name: str | None = Field(
+        None, pattern=DNS_SUBDOMAIN_PATTERN, max_length=253, description="RuntimeClass of the pods."
+    )
+
+
 # ----------------------------------------------------------------------------------------------- spec
 
 
@@ -838,6 +893,7 @@ class SecureModelDeploymentSpec(ApiModel):
         RetentionPolicy(), description="What happens to the volume when the SMD or its storage goes."
     )
     residency: Residency | None = Field(None, description="Optional regions the model must run in.")
+    scheduling: Scheduling = Field(Scheduling(), description="Node selection and tolerations of the pods.")
 
 
 # --------------------------------------------------------------------------------------------- status

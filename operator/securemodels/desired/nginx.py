@@ -136,7 +136,7 @@ def render_nginx_conf(
     tls_dir = _check_dir(paths.tls_dir, "tls_dir")
     tmp_dir = _check_dir(paths.tmp_dir, "tmp_dir")
     identity_map = _identity_map(client_identities)
-    model = f"http://127.0.0.1:{model_port}"
+    model = "http://securemodels_model"
     if min_tls_version == "1.2":
         tls_versions = (
             "        ssl_protocols TLSv1.2 TLSv1.3;\n"
@@ -176,6 +176,12 @@ http {{
     access_log /dev/stdout securemodels;
 
 {identity_map}
+    # Kept-alive connections to the model: no TCP handshake per request on the pod's loopback.
+    upstream securemodels_model {{
+        server 127.0.0.1:{model_port};
+        keepalive 16;
+    }}
+
     server {{
         listen {_listen(listen_address, tls_port)} ssl;
         ssl_certificate {tls_dir}/{CERT_FILE};
@@ -195,6 +201,8 @@ http {{
             proxy_http_version 1.1;
             proxy_set_header Connection "";
             proxy_set_header {IDENTITY_HEADER} $securemodels_client_identity;
+            # Streamed answers (server-sent events, tokens) reach the client as the model writes them.
+            proxy_buffering off;
         }}
     }}
 

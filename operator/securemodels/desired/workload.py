@@ -54,6 +54,8 @@ def model_container(context: Context) -> dict[str, Any]:
         },
         "securityContext": pod_security.container_security_context(),
         "readinessProbe": {**probe, "periodSeconds": 10, "failureThreshold": 3},
+        # The sidecar drains for as long: the model must answer what it forwards meanwhile.
+        "lifecycle": {"preStop": {"sleep": {"seconds": mtls.DRAIN_SECONDS}}},
         "livenessProbe": {**probe, "periodSeconds": 20, "failureThreshold": 6, "initialDelaySeconds": 30},
         "volumeMounts": mounts,
     }
@@ -64,6 +66,24 @@ def model_container(context: Context) -> dict[str, Any]:
     if model.metrics_port is not None:
         container["ports"] = [{"name": "metrics", "containerPort": model.metrics_port, "protocol": "TCP"}]
     return container
+
+
+def _scheduling(context: Context) -> dict[str, Any]:
+    """The pod's node selector, tolerations and classes: they narrow where it runs, never widen the
+    residency affinity, which applies as well."""
+    scheduling = context.spec.scheduling
+    found: dict[str, Any] = {}
+    if scheduling.node_selector:
+        found["nodeSelector"] = dict(scheduling.node_selector)
+    if scheduling.tolerations:
+        found["tolerations"] = [
+            item.model_dump(by_alias=True, exclude_none=True, mode="json") for item in scheduling.tolerations
+        ]
+    if scheduling.priority_class_name:
+        found["priorityClassName"] = scheduling.priority_class_name
+    if scheduling.runtime_class_name:
+        found["runtimeClassName"] = scheduling.runtime_class_name
+    return found
 
 
 def _strategy(context: Context) -> dict[str, Any]:
@@ -96,6 +116,7 @@ def deployment(context: Context, server: mtls.ServerTLS) -> Manifest:
     }
     if (node_affinity := residency.affinity(context)) is not None:
         pod["affinity"] = node_affinity
+    pod |= _scheduling(context)
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",

@@ -34,6 +34,7 @@ CONFIG_DIR = "/etc/securemodels/nginx"
 CERTIFICATE_ANNOTATION = "securemodels.io/certificate-sha256"
 CONFIG_ANNOTATION = "securemodels.io/sidecar-config-sha256"
 SIDECAR_PATHS = SidecarPaths()
+DRAIN_SECONDS = 5
 TLS_VOLUME, CONFIG_VOLUME, TMP_VOLUME = "mtls-tls", "mtls-config", "mtls-tmp"
 
 
@@ -156,6 +157,8 @@ def sidecar_container(context: Context) -> dict[str, Any]:
             "limits": {"cpu": "500m", "memory": "128Mi"},
         },
         "readinessProbe": {"httpGet": {"path": SIDECAR_HEALTH_PATH, "port": "health"}, "periodSeconds": 10},
+        # Endpoints are removed while the pod terminates, not before: keep serving until clients move on.
+        "lifecycle": {"preStop": {"sleep": {"seconds": DRAIN_SECONDS}}},
         "livenessProbe": {
             "httpGet": {"path": SIDECAR_HEALTH_PATH, "port": "health"},
             "periodSeconds": 20,
