@@ -4,7 +4,9 @@
 - the same child objects server-side-applied by a plain concurrent client, until every Deployment is
   available (kube-controller-manager, the scheduler and kwok do the same work in both runs);
 - the operator's peak RSS;
-- API writes during resyncs of an unchanged fleet (should be zero).
+- API writes, requests and CPU during resyncs of an unchanged fleet (should be none);
+- requests after one cluster-wide RBAC change (the authorizer is asked again for every model);
+- how fast each kind of tampering is reported and repaired (bench/tamper_bench.py).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench import tamper_bench
 from localcluster import LocalCluster, free_port
 from operatorprocess import start_operator
 from securemodels import desired, pki
@@ -94,7 +97,10 @@ def prepare(cluster: LocalCluster) -> None:
     cluster.kubectl("create", "namespace", OPERATOR_NAMESPACE)
 
 
-def operator_run(cluster: LocalCluster, count: int, workdir: Path) -> dict[str, float]:
+def operator_run(
+    cluster: LocalCluster, count: int, workdir: Path, tamperings: list[tuple[str, float, float | None]]
+) -> dict[str, float]:
+    """The fleet's numbers; `tamperings` receives (what, seconds to report, seconds to repair)."""
     namespace = "bench-operator"
     cluster.kubectl("create", "namespace", namespace)
     port = free_port()
@@ -120,17 +126,49 @@ def operator_run(cluster: LocalCluster, count: int, workdir: Path) -> dict[str, 
         _wait(all_ready, timeout=900)
         to_ready = time.monotonic() - started
         time.sleep(RESYNC_SECONDS * 2)  # the last Ready transitions settle
-        writes_before = _api_writes(port)
+        writes_before, requests_before = _api_writes(port), tamper_bench.requests_sent(port)
+        cpu_before = tamper_bench.cpu_seconds(process.pid)
         time.sleep(RESYNC_SECONDS * NOOP_RESYNCS)
         noop_writes = _api_writes(port) - writes_before
+        noop_requests = tamper_bench.requests_sent(port) - requests_before
+        noop_cpu = tamper_bench.cpu_seconds(process.pid) - cpu_before
+        rbac_requests = _requests_after_rbac_change(cluster, port)
+        tamperings.extend(tamper_bench.tampering_times(cluster, namespace, [f"m{i}" for i in range(count)]))
         return {
             "operator_seconds_to_ready": to_ready,
             "operator_peak_rss_mib": _peak_rss_mib(process.pid),
             "noop_resync_api_writes": noop_writes,
+            "noop_requests_per_smd_per_resync": noop_requests / count / NOOP_RESYNCS,
+            "noop_cpu_share": noop_cpu / (RESYNC_SECONDS * NOOP_RESYNCS),
+            "rbac_change_requests_per_smd": rbac_requests / count,
         }
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def _requests_after_rbac_change(cluster: LocalCluster, port: int) -> float:
+    """Requests the operator sends after one binding every service account could be granted through
+    changes (a harmless rule): it asks the authorizer again about every model's account."""
+    role = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRole",
+        "metadata": {"name": "bench-harmless"},
+        "rules": [{"nonResourceURLs": ["/bench"], "verbs": ["get"]}],
+    }
+    binding = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRoleBinding",
+        "metadata": {"name": "bench-harmless"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "bench-harmless"},
+        "subjects": [
+            {"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "system:serviceaccounts"}
+        ],
+    }
+    before = tamper_bench.requests_sent(port)
+    cluster.kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all([role, binding]))
+    time.sleep(RESYNC_SECONDS * 2)
+    return tamper_bench.requests_sent(port) - before
 
 
 def _ready_endpoint(port: int) -> bool:
