@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 
 from localcluster import LocalCluster, free_port, running_cluster
-from nodeconfig import LOCAL_IMAGES_LABEL, PLACEMENT_KEY, local_images_policy
+from nodeconfig import PLACEMENT_KEY, model_scheduling
 from operatorprocess import start_operator
 from realnode import images_manifest
 
@@ -48,11 +48,7 @@ def _apply(cluster: LocalCluster, *manifests: dict[str, Any]) -> None:
 
 
 def _namespace(name: str) -> dict[str, Any]:
-    labels = {
-        "pod-security.kubernetes.io/enforce": "restricted",
-        PLACEMENT_KEY: "true",
-        LOCAL_IMAGES_LABEL: "true",
-    }
+    labels = {"pod-security.kubernetes.io/enforce": "restricted", PLACEMENT_KEY: "true"}
     return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}}
 
 
@@ -101,14 +97,14 @@ def _bench(cluster: LocalCluster, url: str, *options: str) -> dict[str, Any]:
 
 def run(cluster: LocalCluster, workdir: Path) -> dict[str, float]:
     images = {name: entry["reference"] for name, entry in images_manifest().items()}
-    _apply(
-        cluster, *local_images_policy(), *(_namespace(name) for name in (OPERATOR, MODELS, CLIENTS, DIRECT))
-    )
+    _apply(cluster, *(_namespace(name) for name in (OPERATOR, MODELS, CLIENTS, DIRECT)))
+    # The node holds the images and there is no registry to ask.
     settings = {
         "namespace": OPERATOR,
         "watchNamespaces": [MODELS, CLIENTS],
         "resyncSeconds": 30,
         "sidecarImage": images["sidecar"],
+        "imagePullPolicy": "IfNotPresent",
     }
     _kubectl(
         cluster,
@@ -142,6 +138,7 @@ def run(cluster: LocalCluster, workdir: Path) -> dict[str, float]:
                         ]
                     },
                     "mtls": {"clients": [{"name": "loadgen", "namespace": CLIENTS}]},
+                    "scheduling": model_scheduling(),
                 },
             },
             _pod("direct", DIRECT, images["modelstub"], {"SECUREMODELS_BIND_ADDRESS": "0.0.0.0"}, None),  # noqa: S104

@@ -22,9 +22,10 @@ DNS_SERVICE_IP = "10.96.0.10"
 CGROUP_PARENT = "securemodels-node"
 # The node's taint, its label, and the namespace label whose pods are placed on the node.
 PLACEMENT_KEY = "securemodels.io/real-node"
-# Namespaces whose pods take their images from the node's store (local_images_policy).
-LOCAL_IMAGES_LABEL = "securemodels.io/local-images"
 TAINT = {"key": PLACEMENT_KEY, "value": "true", "effect": "NoSchedule"}
+HOSTNAME_LABEL = "kubernetes.io/hostname"
+# The operator labels its models' pods so; placement_policy leaves them alone (model_scheduling).
+MODEL_PODS_LABEL = ("app.kubernetes.io/managed-by", "secure-model-operator")
 COREDNS_IMAGE = "coredns"
 
 
@@ -166,27 +167,43 @@ def kube_proxy_config(kubeconfig: Path, healthz_port: int, metrics_port: int) ->
     }
 
 
-def placement_policy() -> list[dict[str, Any]]:
-    """Pods in namespaces labelled PLACEMENT_KEY=true tolerate the node's taint and run on it.
+def model_scheduling() -> dict[str, Any]:
+    """An SMD's spec.scheduling that puts its pods on the real node: the node's toleration and name.
 
-    A MutatingAdmissionPolicy (GA in 1.36), not a change to the pods' owners: the operator's Deployments
-    carry no tolerations, and the tests must run its pods unchanged. Other pods never land on the node.
+    The operator's models are placed by their own SMD, never by admission: the operator judges every pod
+    of a model against the pod spec it stamped on the template, so a pod changed at admission fails the
+    pod-security control.
+    """
+    return {
+        "nodeSelector": {HOSTNAME_LABEL: NODE_NAME},
+        "tolerations": [{**TAINT, "operator": "Equal"}],
+    }
+
+
+def placement_policy() -> list[dict[str, Any]]:
+    """Pods in namespaces labelled PLACEMENT_KEY=true, other than the operator's models, tolerate the
+    node's taint and run on it.
+
+    A MutatingAdmissionPolicy (GA in 1.36), so the tests' own pods (clients, probes, the operator the
+    chart installs) need no placement of their own. The operator's model pods are never mutated (the
+    object selector): they get the same placement from their SMD (model_scheduling). Other pods never
+    land on the node.
     """
     toleration = (
         f"Object.spec.tolerations{{key: '{PLACEMENT_KEY}', operator: 'Equal', value: 'true', "
         "effect: 'NoSchedule'}"
     )
-    host = "kubernetes.io/hostname"
-    escaped = host.replace("/", "~1")  # JSON Pointer's escape for "/"
+    escaped = HOSTNAME_LABEL.replace("/", "~1")  # JSON Pointer's escape for "/"
     expression = (
         "[has(object.spec.nodeSelector) ? "
         f"JSONPatch{{op: 'add', path: '/spec/nodeSelector/{escaped}', value: '{NODE_NAME}'}} : "
-        f"JSONPatch{{op: 'add', path: '/spec/nodeSelector', value: {{'{host}': '{NODE_NAME}'}}}}, "
+        f"JSONPatch{{op: 'add', path: '/spec/nodeSelector', value: {{'{HOSTNAME_LABEL}': '{NODE_NAME}'}}}}, "
         "has(object.spec.tolerations) ? "
         f"JSONPatch{{op: 'add', path: '/spec/tolerations/-', value: {toleration}}} : "
         f"JSONPatch{{op: 'add', path: '/spec/tolerations', value: [{toleration}]}}]"
     )
     name = "securemodels-real-node-placement"
+    label, value = MODEL_PODS_LABEL
     return [
         {
             "apiVersion": "admissionregistration.k8s.io/v1",
@@ -205,6 +222,9 @@ def placement_policy() -> list[dict[str, Any]]:
                         }
                     ],
                     "namespaceSelector": {"matchLabels": {PLACEMENT_KEY: "true"}},
+                    "objectSelector": {
+                        "matchExpressions": [{"key": label, "operator": "NotIn", "values": [value]}]
+                    },
                 },
                 "mutations": [{"patchType": "JSONPatch", "jsonPatch": {"expression": expression}}],
             },
@@ -277,7 +297,7 @@ def coredns_manifests(image: str) -> list[dict[str, Any]]:
                     "metadata": {"labels": labels},
                     "spec": {
                         "serviceAccountName": "coredns",
-                        "nodeSelector": {"kubernetes.io/hostname": NODE_NAME},
+                        "nodeSelector": {HOSTNAME_LABEL: NODE_NAME},
                         "tolerations": [{**TAINT, "operator": "Equal"}],
                         "dnsPolicy": "Default",
                         "securityContext": {
@@ -331,51 +351,5 @@ def coredns_manifests(image: str) -> list[dict[str, Any]]:
                     {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": 53},
                 ],
             },
-        },
-    ]
-
-
-def local_images_policy() -> list[dict[str, Any]]:
-    """Containers of pods in namespaces labelled LOCAL_IMAGES_LABEL pull only when the image is absent.
-
-    The operator sets imagePullPolicy Always on the model and sidecar containers, and with Always the
-    kubelet asks the registry for the digest even when the node holds the image, which fails where there
-    is no registry. Until the operator lets a cluster choose the pull policy, this policy stands in for
-    that setting, for the namespaces of the tests and the benchmark only.
-    """
-    name = "securemodels-local-images"
-    expression = (
-        "Object{spec: Object.spec{containers: object.spec.containers.map(c, "
-        "Object.spec.containers{name: c.name, imagePullPolicy: 'IfNotPresent'})}}"
-    )
-    return [
-        {
-            "apiVersion": "admissionregistration.k8s.io/v1",
-            "kind": "MutatingAdmissionPolicy",
-            "metadata": {"name": name},
-            "spec": {
-                "failurePolicy": "Fail",
-                "reinvocationPolicy": "IfNeeded",
-                "matchConstraints": {
-                    "resourceRules": [
-                        {
-                            "apiGroups": [""],
-                            "apiVersions": ["v1"],
-                            "operations": ["CREATE"],
-                            "resources": ["pods"],
-                        }
-                    ],
-                    "namespaceSelector": {"matchLabels": {LOCAL_IMAGES_LABEL: "true"}},
-                },
-                "mutations": [
-                    {"patchType": "ApplyConfiguration", "applyConfiguration": {"expression": expression}}
-                ],
-            },
-        },
-        {
-            "apiVersion": "admissionregistration.k8s.io/v1",
-            "kind": "MutatingAdmissionPolicyBinding",
-            "metadata": {"name": name},
-            "spec": {"policyName": name},
         },
     ]

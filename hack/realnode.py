@@ -7,7 +7,8 @@ CoreDNS as pods in kube-system. Everything runs on this host as root (Linux only
 
 Placement: the node is tainted, so the existing tests' pods stay on the kwok nodes. Pods in namespaces
 labelled `securemodels.io/real-node: "true"` get the toleration and a node selector from a
-MutatingAdmissionPolicy, since the operator's pods carry no tolerations of their own.
+MutatingAdmissionPolicy, except the operator's model pods, which must run exactly what the operator
+stamped on their template: their SMDs ask for the node in spec.scheduling (nodeconfig.model_scheduling).
 
 Host state: a bridge with private addresses (10.250.0.0/24) the node and its pods live on, a route for
 the Service range onto that bridge (so no cluster address ever leaves the host), iptables chains and

@@ -17,17 +17,23 @@ from typing import Any
 
 import yaml
 
-from nodeconfig import LOCAL_IMAGES_LABEL, PLACEMENT_KEY
+from nodeconfig import PLACEMENT_KEY, model_scheduling
 from support.kube import wait_for
 
-# Namespaces labelled so get their pods onto the local real node, and their images from the node's own
-# store (nodeconfig.local_images_policy).
+# Namespaces labelled so get their pods, other than the operator's models, onto the local real node
+# (nodeconfig.placement_policy); the models get there by their SMD's spec.scheduling (scheduling()).
 PLACEMENT_LABEL = PLACEMENT_KEY
 POD_READY_TIMEOUT = 120.0
 
 
 def use_existing_cluster() -> bool:
     return os.environ.get("USE_EXISTING_CLUSTER", "") in ("1", "true")
+
+
+def scheduling() -> dict[str, Any]:
+    """The spec.scheduling of every SMD the suite creates: on the local cluster, the real node's
+    toleration and name (the only node that runs pods); on an existing cluster, nothing."""
+    return {} if use_existing_cluster() else model_scheduling()
 
 
 def kubectl_binary() -> str:
@@ -82,7 +88,7 @@ class E2ECluster:
         return list(json.loads(self("get", kind, "-n", namespace, "-l", selector, "-o", "json"))["items"])
 
     def namespace(self, name: str, **labels: str) -> None:
-        """A namespace enforcing Pod Security "restricted", placed on the real node, local images."""
+        """A namespace enforcing Pod Security "restricted", whose pods are placed on the real node."""
         self.apply(
             {
                 "apiVersion": "v1",
@@ -93,7 +99,6 @@ class E2ECluster:
                         "pod-security.kubernetes.io/enforce": "restricted",
                         "pod-security.kubernetes.io/enforce-version": "latest",
                         PLACEMENT_LABEL: "true",
-                        LOCAL_IMAGES_LABEL: "true",
                         **labels,
                     },
                 },

@@ -16,7 +16,6 @@ import pytest
 
 from chart.helm import helm
 from e2e.cluster import E2ECluster, images, use_existing_cluster
-from nodeconfig import local_images_policy
 from support.paths import CHART
 
 RELEASE = "e2e"
@@ -47,9 +46,11 @@ def e2e_cluster(request: pytest.FixtureRequest) -> E2ECluster:
 
 @pytest.fixture(scope="session")
 def installed(e2e_cluster: E2ECluster) -> Iterator[Installed]:
-    """The chart installed with the operator image, watching the models' and clients' namespaces."""
+    """The chart installed with the operator image, watching the models' and clients' namespaces.
+
+    The images are on the nodes already (imported into the real node's containerd, or loaded into
+    kind), and there is no registry to ask: the operator's containers pull only what is absent."""
     references = images()
-    e2e_cluster.apply(*local_images_policy())
     for namespace in (OPERATOR_NAMESPACE, MODELS, CLIENTS, OUTSIDERS, EGRESS, MONITORING):
         e2e_cluster.namespace(namespace)
     address, port = e2e_cluster.api_server_endpoint()
@@ -60,6 +61,7 @@ def installed(e2e_cluster: E2ECluster) -> Iterator[Installed]:
             "watchNamespaces": [MODELS, CLIENTS],
             "resyncSeconds": RESYNC_SECONDS,
             "sidecarImage": references["sidecar"],
+            "imagePullPolicy": "IfNotPresent",
             "monitoringNamespace": MONITORING,
         },
         "networkPolicy": {"apiServerCIDRs": [f"{address}/32"], "apiServerPorts": [port]},
@@ -85,5 +87,3 @@ def installed(e2e_cluster: E2ECluster) -> Iterator[Installed]:
             kubeconfig=e2e_cluster.kubeconfig,
         )
         e2e_cluster.delete_namespaces(OPERATOR_NAMESPACE, MODELS, CLIENTS, OUTSIDERS, EGRESS, MONITORING)
-        for manifest in local_images_policy():
-            e2e_cluster.run("delete", manifest["kind"], manifest["metadata"]["name"], "--ignore-not-found")

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from e2e.cluster import E2ECluster, elapsed_until
+from e2e.cluster import E2ECluster, elapsed_until, scheduling
 from e2e.conftest import CLIENTS, EGRESS, MODELS, OUTSIDERS, RESYNC_SECONDS, Installed
 from support.kube import wait_for
 
@@ -65,11 +65,12 @@ def model_spec(image: str, ingress_namespaces: list[str]) -> dict[str, Any]:
 
 
 def smd(name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    placed = {"scheduling": scheduling()} if scheduling() else {}
     return {
         "apiVersion": "securemodels.io/v1alpha1",
         "kind": "SecureModelDeployment",
         "metadata": {"name": name, "namespace": MODELS},
-        "spec": spec,
+        "spec": {**spec, **placed},
     }
 
 
