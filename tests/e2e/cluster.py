@@ -217,7 +217,11 @@ class E2ECluster:
             return wait_for(ready, timeout=timeout, what=f"SMD {namespace}/{name} to be Ready")
         except AssertionError as error:
             pods = self.run("get", "pods", "-n", namespace, "-o", "wide").stdout
-            raise AssertionError(f"{error}\npods:\n{pods}") from error
+            verdicts = "\n".join(
+                f"{item['name']}: {item['status']} {item.get('reason', '')}: {item.get('message', '')}"
+                for item in controls(self.get("smd", name, namespace))
+            )
+            raise AssertionError(f"{error}\npods:\n{pods}\ncontrols:\n{verdicts}") from error
 
     def model_pods(self, name: str, namespace: str) -> list[dict[str, Any]]:
         return [
@@ -243,6 +247,17 @@ class E2ECluster:
         )["items"]
         endpoint = slices[0]
         return endpoint["endpoints"][0]["addresses"][0], int(endpoint["ports"][0]["port"])
+
+
+def controls(smd: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """An SMD's per-control verdicts, as its status holds them."""
+    return list(((smd or {}).get("status") or {}).get("controls") or [])
+
+
+def condition(smd: dict[str, Any] | None, kind: str) -> dict[str, Any]:
+    """One condition of an SMD's status; empty when it has none of that type."""
+    found = ((smd or {}).get("status") or {}).get("conditions") or []
+    return next((dict(item) for item in found if item["type"] == kind), {})
 
 
 def elapsed_until(probe: Any, timeout: float, interval: float = 0.2) -> float:

@@ -3,7 +3,7 @@
 One model (the stub) is deployed by the Helm-installed operator. Its declared client calls it by DNS name
 through the sidecar; everything else is refused, and each refusal is paired with a positive control in
 the same test (the same pod succeeds once it is allowed), so a refusal proves the control, not a broken
-network.
+network. The operator judges the pods that really run: they carry its stamp, and every control passes.
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ from typing import Any
 
 import pytest
 
-from e2e.cluster import E2ECluster, elapsed_until, scheduling
+from e2e.cluster import E2ECluster, condition, controls, elapsed_until, scheduling, use_existing_cluster
 from e2e.conftest import CLIENTS, EGRESS, MODELS, OUTSIDERS, RESYNC_SECONDS, Installed
+from nodeconfig import NODE_NAME
 from support.kube import wait_for
 
 MODEL = "stub"
@@ -29,6 +30,16 @@ URL = f"https://{MODEL}.{MODELS}.svc"
 GATEWAY_TLS = "/etc/tls/gateway"
 AUDITOR_TLS = "/etc/tls/auditor"
 EVENTS = 10
+CONTROLS = (
+    "image-digest",
+    "network-isolation",
+    "mtls",
+    "rbac",
+    "storage-encryption",
+    "data-residency",
+    "pod-security",
+)
+TEMPLATE_MAC_ANNOTATION = "securemodels.io/template-hmac"
 
 
 @dataclass(frozen=True)
@@ -143,6 +154,32 @@ def test_model_pod_runs_hardened_on_the_real_node(deployed: Deployed) -> None:
     assert "0100007F:1F90" in model["listening"], model
     assert not any(address.endswith(":1F90") and address != "0100007F:1F90" for address in model["listening"])
     assert model["token"] is False and model["token_mounts"] == [], model
+
+
+def test_model_is_compliant_judged_on_its_running_pods(deployed: Deployed) -> None:
+    """Positive proof of the judging: the operator compares the pods that really run with the pod spec
+    it stamped on their template, and finds them as written; every control passes."""
+    cluster = deployed.cluster
+    found = cluster.get("smd", MODEL, MODELS)
+    assert found is not None
+    verdicts = {item["name"]: item for item in controls(found)}
+    assert sorted(verdicts) == sorted(CONTROLS), verdicts
+    assert all(item["status"] == "Pass" for item in verdicts.values()), verdicts
+    compliant = condition(found, "Compliant")
+    assert compliant.get("status") == "True" and found["status"]["compliant"] is True, compliant
+    assert found["status"]["observedGeneration"] == found["metadata"]["generation"], found["status"]
+    pod = cluster.get("pod", deployed.model_pod, MODELS)
+    deployment = cluster.get("deployment", MODEL, MODELS)
+    assert pod is not None and deployment is not None
+    stamp = deployment["spec"]["template"]["metadata"]["annotations"][TEMPLATE_MAC_ANNOTATION]
+    assert pod["metadata"]["annotations"].get(TEMPLATE_MAC_ANNOTATION) == stamp, pod["metadata"]
+    assert pod["status"]["phase"] == "Running", pod["status"]
+    # Placed by the SMD's spec.scheduling, which the template carries, not by admission.
+    placement = scheduling()
+    assert pod["spec"].get("nodeSelector") == placement.get("nodeSelector"), pod["spec"]
+    assert deployment["spec"]["template"]["spec"].get("tolerations") == placement.get("tolerations")
+    if not use_existing_cluster():
+        assert pod["spec"]["nodeName"] == NODE_NAME, pod["spec"]
 
 
 def test_declared_client_gets_answers_by_dns_name(deployed: Deployed) -> None:
