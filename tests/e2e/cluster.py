@@ -7,13 +7,16 @@ $SECUREMODELS_IMAGES, so they run unchanged on both.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import yaml
 
@@ -223,6 +226,40 @@ class E2ECluster:
             )
             raise AssertionError(f"{error}\npods:\n{pods}\ncontrols:\n{verdicts}") from error
 
+    def events(self, namespace: str, name: str, reason: str) -> list[dict[str, Any]]:
+        """The Events about the object called `name` in `namespace` with this reason."""
+        selector = f"involvedObject.name={name},reason={reason}"
+        return self.items_by_fields("event", namespace, selector)
+
+    def items_by_fields(self, kind: str, namespace: str, selector: str) -> list[dict[str, Any]]:
+        found = self("get", kind, "-n", namespace, "--field-selector", selector, "-o", "json")
+        return list(json.loads(found)["items"])
+
+    @contextlib.contextmanager
+    def watch(self, kind: str, name: str, namespace: str) -> Iterator[list[Watched]]:
+        """Every change of one object while the block runs, as the API server's watch delivers them,
+        each with the moment it arrived: a state that lasts a moment is seen too. The first entry is
+        the object as it was when the watch started (type ADDED), or nothing when it did not exist."""
+        process = subprocess.Popen(
+            [
+                kubectl_binary(), f"--kubeconfig={self.kubeconfig}", "get", kind, name, "-n", namespace,
+                "--watch", "--output-watch-events", "-o", "json",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )  # fmt: skip
+        seen: list[Watched] = []
+        assert process.stdout is not None
+        reader = threading.Thread(target=_collect, args=(process.stdout, seen), daemon=True)
+        reader.start()
+        try:
+            yield seen
+        finally:
+            process.terminate()
+            process.wait(timeout=10)
+            reader.join(timeout=10)
+
     def model_pods(self, name: str, namespace: str) -> list[dict[str, Any]]:
         return [
             pod
@@ -249,6 +286,28 @@ class E2ECluster:
         return endpoint["endpoints"][0]["addresses"][0], int(endpoint["ports"][0]["port"])
 
 
+@dataclass(frozen=True)
+class Watched:
+    """One watch event: when it arrived (time.monotonic()), ADDED, MODIFIED or DELETED, the object."""
+
+    at: float
+    type: str
+    object: dict[str, Any]
+
+
+def _collect(stream: IO[str], seen: list[Watched]) -> None:
+    """kubectl prints each watch event as a JSON document, on one line (or indented, over several)."""
+    document = ""
+    for line in stream:
+        document += line
+        try:
+            event = json.loads(document)
+        except json.JSONDecodeError:
+            continue  # not complete yet
+        document = ""
+        seen.append(Watched(time.monotonic(), str(event["type"]), dict(event["object"])))
+
+
 def controls(smd: dict[str, Any] | None) -> list[dict[str, Any]]:
     """An SMD's per-control verdicts, as its status holds them."""
     return list(((smd or {}).get("status") or {}).get("controls") or [])
@@ -258,10 +317,3 @@ def condition(smd: dict[str, Any] | None, kind: str) -> dict[str, Any]:
     """One condition of an SMD's status; empty when it has none of that type."""
     found = ((smd or {}).get("status") or {}).get("conditions") or []
     return next((dict(item) for item in found if item["type"] == kind), {})
-
-
-def elapsed_until(probe: Any, timeout: float, interval: float = 0.2) -> float:
-    """Seconds until `probe()` is truthy; fails after `timeout`."""
-    started = time.monotonic()
-    wait_for(probe, timeout=timeout, interval=interval)
-    return time.monotonic() - started

@@ -6,22 +6,11 @@ and with the chart's NetworkPolicy enforced: only the monitoring namespace reach
 
 from __future__ import annotations
 
-from typing import Any
-
-from e2e.conftest import MONITORING, OUTSIDERS, RELEASE, Installed
-
-
-def operator_pod(installed: Installed) -> dict[str, Any]:
-    pods = installed.cluster.items(
-        "pod", installed.operator_namespace, f"app.kubernetes.io/instance={RELEASE}"
-    )
-    running = [pod for pod in pods if not pod["metadata"].get("deletionTimestamp")]
-    assert len(running) == 1, [pod["metadata"]["name"] for pod in pods]
-    return running[0]
+from e2e.conftest import MONITORING, OUTSIDERS, Installed
 
 
 def test_operator_is_ready_as_non_root_on_a_read_only_root(installed: Installed) -> None:
-    pod = operator_pod(installed)
+    pod = installed.operator_pod()
     assert all(status["ready"] for status in pod["status"]["containerStatuses"]), pod["status"]
     seen = installed.cluster.exec_json(
         pod["metadata"]["name"], installed.operator_namespace, "python3", "-c",
@@ -36,7 +25,7 @@ def test_operator_is_ready_as_non_root_on_a_read_only_root(installed: Installed)
 
 def test_operator_network_policy_admits_only_monitoring(installed: Installed) -> None:
     cluster, images = installed.cluster, installed.images
-    address = operator_pod(installed)["status"]["podIP"]
+    address = installed.operator_pod()["status"]["podIP"]
     cluster.pod("scraper", MONITORING, images["client"])
     cluster.pod("prober", OUTSIDERS, images["client"])
     assert cluster.tcp("prober", OUTSIDERS, address, 8080) != "open"

@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from e2e.cluster import E2ECluster, condition, controls, elapsed_until, scheduling, use_existing_cluster
-from e2e.conftest import CLIENTS, EGRESS, MODELS, OUTSIDERS, RESYNC_SECONDS, Installed
+from e2e.cluster import E2ECluster, Watched, condition, controls, scheduling, use_existing_cluster
+from e2e.conftest import CLIENTS, EGRESS, MODELS, MONITORING, OUTSIDERS, RESYNC_SECONDS, Installed
 from nodeconfig import NODE_NAME
 from support.kube import wait_for
 
@@ -257,29 +257,99 @@ def test_model_resolves_dns_and_reaches_only_declared_egress(deployed: Deployed)
     assert cluster.tcp("gateway", CLIENTS, deployed.denied_ip, 8080) == "open"
 
 
-def test_deleted_network_policy_is_restored(deployed: Deployed, record_property: Any) -> None:
+def network_verdict(smd: dict[str, Any] | None) -> dict[str, Any]:
+    return next((item for item in controls(smd) if item["name"] == "network-isolation"), {})
+
+
+def drift_corrections(installed: Installed, kind: str) -> float:
+    """securemodels_drift_corrections_total for one kind, scraped from the monitoring namespace."""
+    cluster = installed.cluster
+    cluster.pod("scraper", MONITORING, installed.images["client"])
+    address = installed.operator_pod()["status"]["podIP"]
+    metrics = cluster.client("scraper", MONITORING, "get", f"http://{address}:8080/metrics")
+    assert metrics.get("status") == 200, metrics
+    series = f'securemodels_drift_corrections_total{{kind="{kind}"}} '
+    return sum(float(line.split()[-1]) for line in metrics["body"].splitlines() if line.startswith(series))
+
+
+def first(events: list[Watched], wanted: Any) -> Watched | None:
+    return next((event for event in list(events) if wanted(event)), None)
+
+
+def test_deleted_network_policy_is_restored_and_reported(
+    deployed: Deployed, installed: Installed, record_property: Any
+) -> None:
+    """Restored from the watch, reported as drift (the control Fails, an Event, the metric) until the
+    next resync, then Compliant again. How fast goes to the notes, not into an assertion."""
     cluster = deployed.cluster
     policy = f"{MODEL}-network"
     before = cluster.get("networkpolicy", policy, MODELS)
     assert before is not None
     assert cluster.tcp("outsider", OUTSIDERS, deployed.model_ip, 8443) != "open"
-    deleted = time.monotonic()
-    cluster("delete", "networkpolicy", policy, "-n", MODELS, "--wait=false")
-    restored = elapsed_until(
-        lambda: (
-            (cluster.get("networkpolicy", policy, MODELS) or before)["metadata"]["uid"]
-            != before["metadata"]["uid"]
-        ),
-        timeout=RESYNC_SECONDS * 6,
-    )
-    wait_for(
-        lambda: cluster.tcp("outsider", OUTSIDERS, deployed.model_ip, 8443, timeout=1) != "open",
-        timeout=60,
-        what="the outsider to be blocked again",
-    )
-    blocked = time.monotonic() - deleted
-    record_property("policy_restored_seconds", round(restored, 2))
-    record_property("outsider_blocked_again_seconds", round(blocked, 2))
-    print(f"NetworkPolicy restored after {restored:.1f} s; outsider blocked again after {blocked:.1f} s")
-    # Positive control: the declared client still gets through the restored policy.
-    assert gateway_get(cluster, "/v1/predict", *tls(GATEWAY_TLS)).get("status") == 200
+    corrections = drift_corrections(installed, "NetworkPolicy")
+    earlier_events = {item["metadata"]["uid"] for item in cluster.events(MODELS, MODEL, "ControlFail")}
+    with (
+        cluster.watch("networkpolicy", policy, MODELS) as policies,
+        cluster.watch("smd", MODEL, MODELS) as verdicts,
+    ):
+        wait_for(lambda: policies and verdicts, timeout=30, what="the watches to start")
+        cluster("delete", "networkpolicy", policy, "-n", MODELS, "--wait=false")
+        deleted = wait_for(
+            lambda: first(policies, lambda event: event.type == "DELETED"), timeout=30, what="the deletion"
+        )
+        restored = wait_for(
+            lambda: first(
+                policies,
+                lambda event: (
+                    event.type != "DELETED" and event.object["metadata"]["uid"] != before["metadata"]["uid"]
+                ),
+            ),
+            timeout=RESYNC_SECONDS * 2,
+            what="the policy to be restored",
+        )
+        failed = wait_for(
+            lambda: first(verdicts, lambda event: network_verdict(event.object).get("status") == "Fail"),
+            timeout=60,
+            what="network-isolation to report Fail",
+        )
+        wait_for(
+            lambda: cluster.tcp("outsider", OUTSIDERS, deployed.model_ip, 8443, timeout=1) != "open",
+            timeout=60,
+            what="the outsider to be blocked again",
+        )
+        blocked = time.monotonic() - deleted.at
+        # Positive control: the declared client still gets through the restored policy.
+        assert gateway_get(cluster, "/v1/predict", *tls(GATEWAY_TLS)).get("status") == 200
+        # The verdict stands until the next resync, then the SMD is judged afresh: compliant again.
+        passed = wait_for(
+            lambda: first(
+                verdicts,
+                lambda event: (
+                    event.at > failed.at and condition(event.object, "Compliant").get("status") == "True"
+                ),
+            ),
+            timeout=RESYNC_SECONDS * 2 + 30,
+            what="the SMD to be compliant again",
+        )
+    message = network_verdict(failed.object)["message"]
+    assert policy in message and "deleted" in message, message
+    assert condition(failed.object, "Compliant").get("status") == "False", failed.object["status"]
+    posted = [
+        item
+        for item in cluster.events(MODELS, MODEL, "ControlFail")
+        if item["metadata"]["uid"] not in earlier_events
+        and item["message"].startswith("network-isolation:")
+        and policy in item["message"]
+    ]
+    assert [item["type"] for item in posted] == ["Warning"], posted
+    assert drift_corrections(installed, "NetworkPolicy") >= corrections + 1
+    assert all(item["status"] == "Pass" for item in controls(passed.object)), controls(passed.object)
+    timings = {
+        "policy_restored_seconds": restored.at - deleted.at,
+        "fail_reported_seconds": failed.at - deleted.at,
+        "outsider_blocked_again_seconds": blocked,
+        "fail_held_seconds": passed.at - failed.at,
+    }
+    for name, seconds in timings.items():
+        record_property(name, round(seconds, 2))
+    print(", ".join(f"{name} {seconds:.2f}" for name, seconds in timings.items()))
