@@ -120,7 +120,7 @@ bench: install ## measure and write BENCHMARKS.md
 # ------------------------------------------------------------------------------------------------ kind
 # For machines with Docker and kind (not needed by demo or test): the same end-to-end suite, against a
 # kind cluster, with the images built by Docker from the same Dockerfile and Containerfiles and loaded
-# into kind. Kubernetes 1.36 nodes: the suite uses MutatingAdmissionPolicy (v1).
+# into kind. Kubernetes 1.36 nodes, the version of the local cluster.
 
 KIND_CLUSTER ?= securemodels
 KIND_NODE_IMAGE ?= kindest/node:v1.36.3
