@@ -53,6 +53,30 @@ DEFAULT_ENCRYPTING_PROVISIONERS: dict[str, EncryptionParameter] = {
 }
 
 
+class LeaderElection(BaseModel):
+    """One replica reconciles at a time; the others keep their caches warm and take over when its Lease
+    expires (client-go's timing: the holder stops writing after renewDeadlineSeconds without a renewal,
+    before leaseDurationSeconds let anyone else take the Lease)."""
+
+    model_config = ConfigDict(frozen=True, alias_generator=to_camel, populate_by_name=True, extra="forbid")
+    enabled: bool = True
+    lease_name: str = Field(
+        "secure-model-operator", pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", max_length=253
+    )
+    lease_duration_seconds: int = Field(15, ge=2, le=300)
+    renew_deadline_seconds: int = Field(10, ge=1, le=300)
+    retry_period_seconds: float = Field(2.0, gt=0, le=60)
+
+    @model_validator(mode="after")
+    def _deadline_before_expiry(self) -> LeaderElection:
+        if not self.retry_period_seconds < self.renew_deadline_seconds < self.lease_duration_seconds:
+            raise ValueError(
+                "leaderElection needs retryPeriodSeconds < renewDeadlineSeconds < leaseDurationSeconds, "
+                "so that a leader stops writing before its Lease can pass to another replica"
+            )
+        return self
+
+
 class OperatorConfig(BaseModel):
     """Cluster-wide settings, from the config file (`--config`) mounted by the Helm chart."""
 
@@ -86,6 +110,7 @@ class OperatorConfig(BaseModel):
         default_factory=lambda: dict(DEFAULT_ENCRYPTING_PROVISIONERS)
     )
     dns: DNSPeer = Field(default_factory=DNSPeer)
+    leader_election: LeaderElection = Field(default_factory=LeaderElection)
     cluster_domain: str = "cluster.local"
 
     @model_validator(mode="after")

@@ -106,6 +106,17 @@ CACHE_SYNCED = Gauge(
     registry=REGISTRY,
 )
 
+LEASE_WRITES = Counter(
+    "securemodels_leader_lease_writes_total",
+    "Writes of the leader-election Lease (taking and renewing it), apart from the API writes above.",
+    registry=REGISTRY,
+)
+LEADER = Gauge(
+    "securemodels_leader",
+    "1 on the replica that holds the leader Lease and reconciles, 0 on a standby.",
+    registry=REGISTRY,
+)
+
 _PER_SMD = (COMPLIANCE_STATUS, CONTROL_WEAKENED, COMPLIANT, READY, CERTIFICATE_EXPIRY, CERTIFICATE_RENEWAL)
 
 

@@ -112,7 +112,7 @@ def can(kubectl: Kubectl, subject: str, *request: str) -> bool:
 
 
 def test_the_operator_with_the_charts_identity_is_ready(installed: Installed) -> None:
-    assert installed.operator.http("/readyz") == (200, "ok")
+    assert installed.operator.http("/readyz") == (200, "ok (leading)")
 
 
 def test_the_operator_with_the_charts_identity_runs_an_smd_end_to_end(
@@ -293,7 +293,11 @@ def rbac_by_hand(account: str, namespace: str, watched: str) -> list[dict[str, A
     grants = [
         ("ClusterRole", None, rules(permissions.CLUSTER)),
         ("Role", watched, rules(permissions.NAMESPACED, leave_out=(MISSING.resource, MISSING_VERB))),
-        ("Role", namespace, rules(permissions.OWN_NAMESPACE)),
+        (
+            "Role",
+            namespace,
+            rules(permissions.OWN_NAMESPACE + permissions.leader_election("secure-model-operator")),
+        ),
     ]
     objects: list[dict[str, Any]] = [
         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": account, "namespace": namespace}}

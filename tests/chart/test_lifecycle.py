@@ -63,7 +63,7 @@ def test_install_upgrade_and_uninstall_keep_the_crd_and_the_models(
     # The same values again: nothing about the pod changes, so nothing restarts.
     install(cluster, RELEASE, release_namespace, first, command="upgrade")
     assert pod_template_checksum(kubectl, release_namespace) == checksum
-    assert replica_sets(kubectl, release_namespace) == {first_hash: 1}
+    assert replica_sets(kubectl, release_namespace) == {first_hash: 2}  # a leader and a standby
 
     second = {"config": {"resyncSeconds": 45, "allowedRegistries": ["docker.io", "registry.example.com"]}}
     install(cluster, RELEASE, release_namespace, second, command="upgrade")
@@ -77,9 +77,9 @@ def test_install_upgrade_and_uninstall_keep_the_crd_and_the_models(
         sets = replica_sets(kubectl, release_namespace)
         return sets if len(sets) == 2 and sets[first_hash] == 0 else None
 
-    assert sorted(wait_for(rolled, what="a new ReplicaSet replacing the old one").values()) == [0, 1]
+    assert sorted(wait_for(rolled, what="a new ReplicaSet replacing the old one").values()) == [0, 2]
     deployment = kubectl.get("deployment", FULLNAME, release_namespace)
-    assert deployment["spec"]["strategy"]["type"] == "Recreate"
+    assert deployment["spec"]["strategy"]["type"] == "RollingUpdate"  # the Lease hands over
 
     uninstall(cluster, RELEASE, release_namespace)
 
@@ -98,7 +98,7 @@ def test_install_upgrade_and_uninstall_keep_the_crd_and_the_models(
             {"image": {"digest": "latest"}},
             "at '/image/digest': 'latest' does not match pattern '^sha256:[a-f0-9]{64}$'",
         ),
-        ({"replicas": 3}, "additional properties 'replicas' not allowed"),
+        ({"replicas": 9}, "at '/replicas': maximum: got 9, want 5"),
         ({"config": {"resyncSeconds": -1}}, "at '/config/resyncSeconds': exclusiveMinimum"),
     ],
     ids=["digest", "replicas", "resync"],

@@ -83,10 +83,29 @@ def test_the_crd_comes_only_from_crds_so_helm_never_upgrades_or_deletes_it() -> 
     assert crd == yaml.safe_load(CRD.read_text())
 
 
+LEASE_GRANTS = grants(permissions.leader_election("secure-model-operator"))
+
+
+def leader_election_role(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    (role,) = [
+        item
+        for item in objects
+        if item["metadata"]["name"].endswith("-leader-election") and item["kind"] == "Role"
+    ]
+    return role
+
+
 def test_cluster_wide_rbac_is_exactly_the_operators_permissions() -> None:
     objects = rbac(render())
 
-    assert sorted(item["kind"] for item in objects) == ["ClusterRole", "ClusterRoleBinding"]
+    assert sorted(item["kind"] for item in objects) == [
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
+    ]
+    assert rule_grants(leader_election_role(objects)) == LEASE_GRANTS
+    assert leader_election_role(objects)["metadata"]["namespace"] == OPERATOR_NAMESPACE
     role = one(objects, "ClusterRole")
     assert rule_grants(role) == grants(permissions.NAMESPACED) | grants(permissions.CLUSTER)
     binding = one(objects, "ClusterRoleBinding")
@@ -101,6 +120,8 @@ def test_cluster_wide_rbac_is_exactly_the_operators_permissions() -> None:
 def test_namespaced_rbac_grants_each_watched_namespace_and_the_cluster_kinds_only() -> None:
     objects = rbac(render(NAMESPACED_VALUES))
 
+    assert rule_grants(leader_election_role(objects)) == LEASE_GRANTS
+    objects = [item for item in objects if not item["metadata"]["name"].endswith("-leader-election")]
     roles = {
         (item["kind"], item["metadata"].get("namespace")): item
         for item in objects
@@ -199,12 +220,38 @@ def test_a_sidecar_outside_the_registry_allow_list_is_refused_before_the_operato
         OperatorConfig(allowed_registries=("ghcr.io",))
 
 
-def test_the_operator_runs_once_hardened_by_digest_with_probes_on_http() -> None:
+def test_one_replica_leads_the_others_stand_by_spread_and_drained_one_at_a_time() -> None:
     objects = render()
+
+    deployment = one(objects, "Deployment")
+    assert deployment["spec"]["replicas"] == 2
+    assert deployment["spec"]["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+    }
+    (spread,) = deployment["spec"]["template"]["spec"]["topologySpreadConstraints"]
+    assert spread["topologyKey"] == "kubernetes.io/hostname"
+    budget = one(objects, "PodDisruptionBudget")
+    assert budget["spec"]["maxUnavailable"] == 1
+    assert budget["spec"]["selector"] == deployment["spec"]["selector"]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}} in container["env"]
+
+
+def test_without_leader_election_exactly_one_replica_replaced_with_recreate() -> None:
+    objects = render({"replicas": 3, "config": {"leaderElection": {"enabled": False}}})
 
     deployment = one(objects, "Deployment")
     assert deployment["spec"]["replicas"] == 1
     assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    assert not [item for item in objects if item["kind"] == "PodDisruptionBudget"]
+    assert not [item for item in objects if item["metadata"]["name"].endswith("-leader-election")]
+
+
+def test_the_operator_runs_hardened_by_digest_with_probes_on_http() -> None:
+    objects = render()
+
+    deployment = one(objects, "Deployment")
     pod = deployment["spec"]["template"]["spec"]
     assert pod["securityContext"] == {
         "runAsNonRoot": True,

@@ -91,6 +91,7 @@ SA = {"kind": "ServiceAccount", "name": "ci", "namespace": "ci"}
 ALICE = {"kind": "User", "name": "alice"}
 
 EXISTS_VALUE = rule("a toleration with operator Exists")
+NODE_SELECTOR_KEYS = rule("spec.scheduling.nodeSelector: keys")
 TOLERATION_SECONDS = rule("tolerationSeconds applies")
 
 
@@ -99,6 +100,12 @@ def tolerating(**toleration: Any) -> dict[str, Any]:
 
 
 CASES = [
+    Case(
+        "node selector key that is no label key",
+        NODE_SELECTOR_KEYS,
+        {"scheduling": {"nodeSelector": {"gpu type": "a100"}}},
+        {"scheduling": {"nodeSelector": {"nvidia.com/gpu.product": "A100"}}},
+    ),
     Case(
         "toleration Exists with a value",
         EXISTS_VALUE,

@@ -41,6 +41,9 @@ ownNamespace:
   - {apiGroup: "", resource: configmaps, verbs: [get, list, watch, update], resourceNames: [securemodels-ca-ledger]}
   - {apiGroup: "", resource: configmaps, verbs: [create]}
   - {apiGroup: "", resource: events, verbs: [create]}
+leaderElection:
+  - {apiGroup: coordination.k8s.io, resource: leases, verbs: [get, update], resourceNames: [{{ .Values.config.leaderElection.leaseName | default "secure-model-operator" }}]}
+  - {apiGroup: coordination.k8s.io, resource: leases, verbs: [create]}
 {{- end -}}
 
 {{/* RBAC rules from a list of permissions (call with the list): one rule per resource. */}}

@@ -809,7 +809,7 @@ class Residency(ApiModel):
 # ------------------------------------------------------------------------------------------ scheduling
 
 LABEL_KEY_PATTERN = (
-    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
     r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
 )
 LABEL_VALUE_PATTERN = r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$"
@@ -849,10 +849,20 @@ class Scheduling(ApiModel):
     """Where the model's pods may be scheduled, besides spec.residency. These fields only narrow: the
     residency's required node affinity always applies as well."""
 
-    node_selector: dict[
-        Annotated[str, Field(max_length=317, pattern=LABEL_KEY_PATTERN)],
-        Annotated[str, Field(max_length=63, pattern=LABEL_VALUE_PATTERN)],
-    ] = Field(default_factory=dict, max_length=16, description="Node labels the pods' nodes must all carry.")
+    RULES = (
+        Rule(
+            f"!has(self.nodeSelector) || self.nodeSelector.all(k, k.matches('{LABEL_KEY_PATTERN}') && "
+            "size(k) <= 317)",
+            "spec.scheduling.nodeSelector: keys must be label keys ([prefix/]name)",
+            lambda scheduling: all(
+                re.fullmatch(LABEL_KEY_PATTERN, key) and len(key) <= 317 for key in scheduling.node_selector
+            ),
+            ".nodeSelector",
+        ),
+    )
+    node_selector: dict[str, Annotated[str, Field(max_length=63, pattern=LABEL_VALUE_PATTERN)]] = Field(
+        default_factory=dict, max_length=16, description="Node labels the pods' nodes must all carry."
+    )
     tolerations: list[Toleration] = Field(
         default_factory=list, max_length=16, description="Taints the pods tolerate, e.g. nvidia.com/gpu."
     )

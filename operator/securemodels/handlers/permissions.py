@@ -69,3 +69,11 @@ OWN_NAMESPACE = (
     Permission("", "configmaps", ("create",)),
     Permission("", "events", ("create",)),
 )
+
+
+def leader_election(lease_name: str) -> tuple[Permission, ...]:
+    """In the operator's own namespace, whenever leader election is on: its Lease, by name."""
+    return (
+        Permission("coordination.k8s.io", "leases", ("get", "update"), (lease_name,)),
+        Permission("coordination.k8s.io", "leases", ("create",)),
+    )

@@ -18,8 +18,11 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import os
 import random
+import socket
 import threading
+import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -35,6 +38,7 @@ from securemodels.config import OperatorConfig
 from securemodels.desired import naming
 from securemodels.handlers import permissions
 from securemodels.handlers.keys import OperatorKeys
+from securemodels.handlers.leadership import Elector
 from securemodels.handlers.reconcile import Clock, Reconciler
 from securemodels.k8s import read
 from securemodels.k8s.access import AccessReviews
@@ -67,6 +71,7 @@ class Operator:
     bodies: dict[str, dict[str, Any]] = field(default_factory=dict)
     uids: dict[str, str] = field(default_factory=dict)
     failures: dict[str, int] = field(default_factory=dict)
+    leading: asyncio.Event = field(default_factory=asyncio.Event)  # only the leader reconciles
     holding: set[str] = field(default_factory=set)  # verdicts standing until the next resync
     backing_off: dict[str, float] = field(default_factory=dict)  # refused SMDs: when to try again
     missing_permissions: list[str] = field(default_factory=list)
@@ -181,10 +186,23 @@ class Operator:
                 found |= self._in_namespace(account_namespace)
         return found
 
+    def start_leading(self) -> None:
+        """This replica now holds the Lease: everything is looked at afresh."""
+        self.leading.set()
+        self.holding.clear()
+        for key in list(self.bodies):
+            self.queue.add(key)
+
+    def stop_leading(self) -> None:
+        """Another replica may take over: stop taking work (writes are refused from now on anyway)."""
+        self.leading.clear()
+
     async def resync(self) -> None:
         """Re-check every SMD each period; sweep orphans at the first pass and every tenth after."""
         for rounds in itertools.count():
             await asyncio.sleep(self.config.resync_seconds)
+            if not self.leading.is_set():
+                continue  # a standby keeps its caches warm, and nothing else
             self.holding.clear()
             now = asyncio.get_running_loop().time()
             for key in list(self.bodies):
@@ -204,6 +222,7 @@ class Operator:
     async def worker(self) -> None:
         await self.caches.wait_synced()
         while True:
+            await self.leading.wait()
             key = await self.queue.get()
             held = False
             try:
@@ -330,6 +349,9 @@ class Operator:
         own: tuple[permissions.Permission, ...] = (
             permissions.OWN_NAMESPACE if self.config.watch_namespaces else ()
         )
+        election = self.config.leader_election
+        own += permissions.leader_election(election.lease_name) if election.enabled else (
+        )
         checks: list[tuple[permissions.Permission, str, str | None, str | None]] = [
             (permission, verb, namespace, None)
             for permission in permissions.NAMESPACED
@@ -373,7 +395,12 @@ class Operator:
             )
         if not self.watching.is_set():
             return False, "starting to watch"
-        return True, "ok"
+        return True, "ok (leading)" if self.leading.is_set() else "ok (standby)"
+
+
+def identity() -> str:
+    """This replica's name in the Lease: its pod's name (the chart sets POD_NAME), else host and pid."""
+    return os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
 
 def _client_namespaces(body: Mapping[str, Any]) -> set[str]:
@@ -445,6 +472,17 @@ async def run(
         operator.watching = started
     server = HealthServer(operator.readiness)
     tasks = operator.caches.start()
+    election = config.leader_election
+    elector: Elector | None = None
+    if election.enabled:
+        elector = Elector(
+            kube, election, config.namespace, identity(), operator.start_leading, operator.stop_leading
+        )
+        kube.may_write = elector.may_write
+        tasks.append(asyncio.create_task(elector.run(), name="leader election"))
+    else:
+        operator.start_leading()
+        metrics.LEADER.set(1)
     tasks += [asyncio.create_task(operator.worker()) for _ in range(config.workers)]
     tasks.append(asyncio.create_task(operator.resync()))
     try:
@@ -460,6 +498,8 @@ async def run(
             ready_flag=operator.watching,
         )
     finally:
+        if elector is not None:
+            await elector.release()
         for task in tasks:
             task.cancel()
         for task in tasks:

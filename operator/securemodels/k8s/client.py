@@ -49,6 +49,7 @@ _KINDS: dict[str, tuple[str, str, str, bool]] = {
     "Namespace": ("", "v1", "namespaces", False),
     "SelfSubjectAccessReview": ("authorization.k8s.io", "v1", "selfsubjectaccessreviews", False),
     "SubjectAccessReview": ("authorization.k8s.io", "v1", "subjectaccessreviews", False),
+    "Lease": ("coordination.k8s.io", "v1", "leases", True),
     v1alpha1.KIND: (v1alpha1.GROUP, v1alpha1.VERSION, v1alpha1.PLURAL, True),
 }
 _RESOURCES: dict[str, Any] = {
@@ -135,6 +136,12 @@ class Kube:
 
     def __init__(self, config: KubeConfig, timeout: float = 30.0) -> None:
         self._api = AsyncClient(config=config, field_manager=FIELD_MANAGER, timeout=httpx2.Timeout(timeout))
+        # Asked before every write: a replica that does not lead must not write (leadership.py).
+        self.may_write: Callable[[], bool] = lambda: True
+
+    def _fence(self, fenced: bool, what: str) -> None:
+        if fenced and not self.may_write():
+            raise KubeError(0, f"not writing {what}: this replica does not hold the leader Lease")
 
     async def close(self) -> None:
         await self._api.close()
@@ -243,23 +250,27 @@ class Kube:
         except (ApiError, httpx2.HTTPError) as error:
             raise _error(error) from error
 
-    async def create(self, manifest: Mapping[str, Any], *, dry_run: bool = False) -> dict[str, Any]:
+    async def create(
+        self, manifest: Mapping[str, Any], *, dry_run: bool = False, fenced: bool = True
+    ) -> dict[str, Any]:
         """POST: fails with 409 when an object of that name exists, whoever made it."""
         kind = manifest["kind"]
-        counter = metrics.API_DRY_RUNS if dry_run else metrics.API_WRITES
-        counter.labels(verb="create", kind=kind).inc()
+        self._fence(fenced and not dry_run, kind)
+        _count(kind, "create", dry_run)
         try:
             created = await self._api.create(_RESOURCES[kind](dict(manifest)), dry_run=dry_run)
         except (ApiError, httpx2.HTTPError) as error:
             raise _error(error) from error
         return {"apiVersion": api_version(kind), "kind": kind, **dict(created)}
 
-    async def replace(self, manifest: Mapping[str, Any], *, dry_run: bool = False) -> dict[str, Any]:
+    async def replace(
+        self, manifest: Mapping[str, Any], *, dry_run: bool = False, fenced: bool = True
+    ) -> dict[str, Any]:
         """PUT the whole object: fields anyone else added are gone afterwards. With
         metadata.resourceVersion set, fails with 409 if the object changed since it was read."""
         kind, metadata = manifest["kind"], manifest["metadata"]
-        counter = metrics.API_DRY_RUNS if dry_run else metrics.API_WRITES
-        counter.labels(verb="replace", kind=kind).inc()
+        self._fence(fenced and not dry_run, kind)
+        _count(kind, "replace", dry_run)
         try:
             replaced = await self._api.replace(
                 _RESOURCES[kind](dict(manifest)),
@@ -282,6 +293,7 @@ class Kube:
     ) -> bool:
         """False when it was already gone. `uid` and `resource_version` are preconditions: the API
         server refuses (409) to delete an object that is not the one that was judged."""
+        self._fence(True, kind)
         metrics.API_WRITES.labels(verb="delete", kind=kind).inc()
         client = self._api._client  # lightkube's delete takes no preconditions
         request = client.prepare_request("delete", res=_RESOURCES[kind], name=name, namespace=namespace)
@@ -303,6 +315,7 @@ class Kube:
 
     async def patch_status(self, name: str, namespace: str, status: Mapping[str, Any]) -> None:
         """JSON merge patch of the status subresource (send nulls to remove fields)."""
+        self._fence(True, v1alpha1.KIND)
         metrics.API_WRITES.labels(verb="patch_status", kind=v1alpha1.KIND).inc()
         try:
             await self._api.patch(
@@ -348,6 +361,15 @@ class Kube:
         except (ApiError, httpx2.HTTPError) as error:
             raise _error(error) from error
         return bool(dict(result).get("status", {}).get("allowed"))
+
+
+def _count(kind: str, verb: str, dry_run: bool) -> None:
+    if kind == "Lease":
+        metrics.LEASE_WRITES.inc()
+    elif dry_run:
+        metrics.API_DRY_RUNS.labels(verb=verb, kind=kind).inc()
+    else:
+        metrics.API_WRITES.labels(verb=verb, kind=kind).inc()
 
 
 def credentials_source(config: KubeConfig) -> Callable[[], Credentials]:
