@@ -42,6 +42,16 @@ from realnode import RealNode
 
 BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
 SERVICE_CIDR = "10.96.0.0/16"
+# Writes only, at Metadata level: who wrote what, when (tests count the operator's writes by identity).
+AUDIT_POLICY = """\
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+  - level: Metadata
+    verbs: [create, update, patch, delete, deletecollection]
+  - level: None
+"""
 # Fake nodes, one per region, so that data-residency affinity is scheduled for real.
 NODES = {"node-eu-west-1": "eu-west-1", "node-eu-central-1": "eu-central-1", "node-us-east-1": "us-east-1"}
 
@@ -149,6 +159,7 @@ class LocalCluster:
     kubeconfig: Path = field(init=False)
     node: RealNode | None = None
     _processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    _arguments: dict[str, tuple[str, ...]] = field(default_factory=dict)
     _ca: _Issuer | None = None
 
     def __post_init__(self) -> None:
@@ -204,6 +215,9 @@ class LocalCluster:
             f"--service-cluster-ip-range={SERVICE_CIDR}",
             "--allow-privileged=false",
             "--profiling=false",
+            f"--audit-policy-file={self._write_audit_policy()}",
+            f"--audit-log-path={self.audit_log}",
+            "--audit-log-maxsize=200",
             "--v=0",
             *(self._kubelet_client_flags(pki) if self.real_node else ()),
         )
@@ -262,7 +276,8 @@ class LocalCluster:
         )
 
     def _spawn(self, name: str, *args: str) -> None:
-        with (self.workdir / f"{name}.log").open("wb") as log:  # the child keeps its own descriptor
+        self._arguments[name] = args
+        with (self.workdir / f"{name}.log").open("ab") as log:  # the child keeps its own descriptor
             process = subprocess.Popen(
                 [str(find_asset(name)), *args],
                 stdout=log,
@@ -272,6 +287,32 @@ class LocalCluster:
                 preexec_fn=_die_with_parent,
             )
         self._processes.append(process)
+
+    def kill(self, name: str) -> None:
+        """SIGKILL one component (a fault to survive), e.g. "kube-apiserver" or "etcd"."""
+        for process in self._processes:
+            if Path(str(process.args[0])).name == name and process.poll() is None:  # type: ignore[index]
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+                self._processes.remove(process)
+                return
+        raise ValueError(f"{name} is not running")
+
+    def restart(self, name: str, timeout: float = 60.0) -> None:
+        """Start a killed component again, with the arguments it had."""
+        self._spawn(name, *self._arguments[name])
+        if name == "kube-apiserver":
+            self._wait_ready(timeout)
+
+    @property
+    def audit_log(self) -> Path:
+        """Every write the API server accepted or refused, one JSON event per line (Metadata level)."""
+        return self.workdir / "audit.log"
+
+    def _write_audit_policy(self) -> Path:
+        path = self.workdir / "audit-policy.yaml"
+        path.write_text(AUDIT_POLICY)
+        return path
 
     def _write_pki(self, address: str) -> dict[str, Path]:
         ca = self._ca = _Issuer.new("securemodels-local-ca")
