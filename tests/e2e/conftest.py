@@ -17,6 +17,7 @@ import pytest
 
 from chart.helm import helm
 from e2e.cluster import E2ECluster, images, use_existing_cluster
+from support.kube import wait_for
 from support.paths import CHART
 
 RELEASE = "e2e"
@@ -26,6 +27,8 @@ CLIENTS = "e2e-clients"
 OUTSIDERS = "e2e-outsiders"
 EGRESS = "e2e-egress"
 MONITORING = "e2e-monitoring"
+# The chart's default config.leaderElection.leaseName: the replica holding it reconciles.
+LEASE = "secure-model-operator"
 # The chart's default. Drift is restored from the watches, not at the resync; a repaired verdict (Fail)
 # stands until the next resync, which the tampering test waits for.
 RESYNC_SECONDS = 30
@@ -37,12 +40,24 @@ class Installed:
     images: dict[str, str]
     operator_namespace: str
 
-    def operator_pod(self) -> dict[str, Any]:
-        """The Helm-installed operator's one pod."""
-        pods = self.cluster.items("pod", self.operator_namespace, f"app.kubernetes.io/instance={RELEASE}")
+    def operator_pods(self) -> list[dict[str, Any]]:
+        """The Helm-installed operator's replicas, as many as the chart's default asks for."""
+        selector = f"app.kubernetes.io/instance={RELEASE}"
+        (deployment,) = self.cluster.items("deployment", self.operator_namespace, selector)
+        pods = self.cluster.items("pod", self.operator_namespace, selector)
         running = [pod for pod in pods if not pod["metadata"].get("deletionTimestamp")]
-        assert len(running) == 1, [pod["metadata"]["name"] for pod in pods]
-        return running[0]
+        assert len(running) == deployment["spec"]["replicas"], [pod["metadata"]["name"] for pod in pods]
+        return running
+
+    def leader(self) -> dict[str, Any]:
+        """The replica holding the leader Lease: the one that reconciles, and counts its repairs."""
+
+        def holder() -> dict[str, Any] | None:
+            lease = self.cluster.get("lease", LEASE, self.operator_namespace)
+            identity = ((lease or {}).get("spec") or {}).get("holderIdentity")
+            return next((pod for pod in self.operator_pods() if pod["metadata"]["name"] == identity), None)
+
+        return wait_for(holder, timeout=60, what="a replica to hold the leader Lease")
 
 
 @pytest.fixture(scope="session")

@@ -262,10 +262,11 @@ def network_verdict(smd: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def drift_corrections(installed: Installed, kind: str) -> float:
-    """securemodels_drift_corrections_total for one kind, scraped from the monitoring namespace."""
+    """securemodels_drift_corrections_total for one kind, from the leading replica (the one that
+    repairs), scraped from the monitoring namespace."""
     cluster = installed.cluster
     cluster.pod("scraper", MONITORING, installed.images["client"])
-    address = installed.operator_pod()["status"]["podIP"]
+    address = installed.leader()["status"]["podIP"]
     metrics = cluster.client("scraper", MONITORING, "get", f"http://{address}:8080/metrics")
     assert metrics.get("status") == 200, metrics
     series = f'securemodels_drift_corrections_total{{kind="{kind}"}} '
