@@ -94,9 +94,9 @@ API_ACCESS_REVIEWS = Counter(
     "SubjectAccessReviews and SelfSubjectAccessReviews sent to the API server.",
     registry=REGISTRY,
 )
-CA_UNTRUSTED_CERTIFICATES = Gauge(
-    "securemodels_ca_untrusted_certificates",
-    "CA certificates found in the CA Secret that the operator did not make, and does not trust.",
+CA_UNTRUSTED_CERTIFICATES = Counter(
+    "securemodels_ca_untrusted_certificates_total",
+    "CA certificates found in the CA Secret that the operator did not make: taken out, never trusted.",
     registry=REGISTRY,
 )
 CACHE_SYNCED = Gauge(

@@ -26,6 +26,7 @@ from unit.builders import (
 )
 
 OBJECT_META = {"name": "x", "namespace": "ml-prod", "resourceVersion": "7", "labels": {"a": "b"}}
+OPERATOR_LABELS_OF_META: dict[str, str] = {}  # "a" is not one of the operator's labels
 PROJECTIONS: list[tuple[str, Manifest, Manifest]] = [
     (
         "Deployment",
@@ -85,7 +86,19 @@ PROJECTIONS: list[tuple[str, Manifest, Manifest]] = [
 def test_projection_keeps_only_the_fields_that_decide_what_a_kind_does(
     kind: str, item: Manifest, expected: Manifest
 ) -> None:
-    assert canonical.projection(kind, item) == expected
+    assert canonical.projection(kind, item) == {**expected, "labels": OPERATOR_LABELS_OF_META}
+
+
+def test_the_operators_labels_are_compared_and_others_are_not() -> None:
+    item = {"metadata": {"labels": {"app.kubernetes.io/managed-by": "secure-model-operator", "team": "a"}}}
+
+    assert canonical.projection("ConfigMap", item) == {
+        "labels": {"app.kubernetes.io/managed-by": "secure-model-operator"}
+    }
+    stripped = {"metadata": {"labels": {"team": "a"}}}
+    assert canonical.object_differences("ConfigMap", stripped, item) == [
+        "labels.app.kubernetes.io/managed-by (removed)"
+    ]
 
 
 def test_every_kind_the_operator_owns_has_a_projection() -> None:

@@ -441,33 +441,24 @@ def test_every_reason_the_controls_give_is_a_valid_condition_reason() -> None:
 BLOCKED = status.Summary("Blocked", "StorageClassNotFound", "spec.storage.storageClassName x does not exist")
 
 
-def test_a_blocked_status_keeps_the_previous_verdicts() -> None:
-    previous = build(results(rbac="Fail"))
-    blocked = status.blocked_status(context(now=NOW + timedelta(hours=1)), BLOCKED, previous)
+def test_a_blocked_smd_reports_the_verdicts_judged_now_not_earlier_ones() -> None:
+    """Blocked writes nothing, but what runs is judged as it is: an earlier Pass is no alibi."""
+    previous = build()
+    blocked = later(previous, results(network_isolation="Fail"), BLOCKED)
 
+    assert previous.compliant is True
     assert blocked.phase == "Blocked"
-    assert blocked.controls == previous.controls
-    assert blocked.compliant == previous.compliant
-    assert blocked.certificate == previous.certificate
-    assert blocked.conditions[1:] == [item for item in previous.conditions if item.type != "Ready"]
+    assert blocked.compliant is False
+    network = next(item for item in blocked.controls if item.name == "network-isolation")
+    assert network.status == "Fail"
     ready = blocked.conditions[0]
     assert (ready.type, ready.status, ready.reason) == ("Ready", "False", "StorageClassNotFound")
     assert ready.last_transition_time == "2030-01-01T13:00:00Z"
 
 
-def test_a_blocked_status_of_a_new_smd_claims_no_verdicts() -> None:
-    blocked = status.blocked_status(context(), BLOCKED, EMPTY)
-
-    assert (blocked.phase, blocked.controls, blocked.compliant) == ("Blocked", [], None)
-    assert [item.type for item in blocked.conditions] == ["Ready"]
-    assert blocked.observed_generation == 3
-
-
 def test_staying_blocked_keeps_the_transition_time() -> None:
-    first = status.blocked_status(context(), BLOCKED, EMPTY)
-    again = status.blocked_status(
-        context(now=NOW + timedelta(hours=1)), status.Summary("Blocked", "ReferenceNotFound", "y"), first
-    )
+    first = build(summary=BLOCKED)
+    again = later(first, summary=status.Summary("Blocked", "ReferenceNotFound", "y"))
 
     assert again.conditions[0].last_transition_time == first.conditions[0].last_transition_time
     assert again.conditions[0].reason == "ReferenceNotFound"
@@ -583,27 +574,27 @@ def test_phase_changes_send_one_event(phase: Phase, kind: str) -> None:
 
 def test_blocking_sends_one_warning() -> None:
     previous = build()
-    blocked = status.blocked_status(context(), BLOCKED, previous)
+    blocked = build(summary=BLOCKED, previous=previous)
 
     assert events(previous, blocked) == [("Warning", "StorageClassNotFound")]
     assert status.transitions(previous, blocked)[0].message == f"Blocked: {BLOCKED.message}"
 
 
 def test_staying_blocked_for_the_same_reason_sends_nothing() -> None:
-    first = status.blocked_status(context(), BLOCKED, EMPTY)
-    again = status.blocked_status(context(now=NOW + timedelta(hours=1)), BLOCKED, first)
+    first = build(summary=BLOCKED)
+    again = later(first, summary=BLOCKED)
 
     assert events(first, again) == []
 
 
 def test_staying_blocked_for_another_reason_sends_one_event() -> None:
-    first = status.blocked_status(context(), BLOCKED, EMPTY)
-    again = status.blocked_status(context(), status.Summary("Blocked", "NameTaken", "Deployment x"), first)
+    first = build(summary=BLOCKED)
+    again = build(summary=status.Summary("Blocked", "NameTaken", "Deployment x"), previous=first)
 
     assert events(first, again) == [("Warning", "NameTaken")]
 
 
 def test_being_unblocked_announces_the_new_phase() -> None:
-    blocked = status.blocked_status(context(), BLOCKED, EMPTY)
+    blocked = build(summary=BLOCKED)
 
     assert events(blocked, later(blocked)) == [("Normal", "Available")]

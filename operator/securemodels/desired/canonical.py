@@ -26,6 +26,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from securemodels.desired import naming
+
 Manifest = dict[str, Any]
 
 # Per kind, the top-level fields compared. Metadata is the operator's by label and ownerReference only:
@@ -59,8 +61,10 @@ _DEFAULT_TOLERATIONS = frozenset(
 
 
 def projection(kind: str, item: Mapping[str, Any]) -> Manifest:
-    """The part of an object that is compared."""
+    """The part of an object that is compared: its kind's fields, and the operator's own labels."""
     found = {key: item[key] for key in PROJECTED_FIELDS[kind] if key in item}
+    labels = (item.get("metadata") or {}).get("labels") or {}
+    found["labels"] = {key: value for key, value in labels.items() if key in naming.OPERATOR_LABEL_KEYS}
     spec = found.get("spec")
     if kind == "PersistentVolumeClaim" and isinstance(spec, Mapping):
         found["spec"] = {key: value for key, value in spec.items() if key not in _CLAIM_BINDING_FIELDS}

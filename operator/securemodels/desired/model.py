@@ -109,7 +109,6 @@ class Observed:
     bindings_naming_model: tuple[str, ...] = ()  # "RoleBinding ns/name" that name the model's account
     permissions: Permissions | None = None  # None: not asked yet
     server_certificate: CertificateInfo | None = None  # parsed from the live TLS Secret
-    untrusted_ca_certificates: tuple[str, ...] = ()  # fingerprints in the CA Secret the operator did not make
 
     def get(self, ref: ChildRef) -> Manifest | None:
         return self.objects.get(ref)

@@ -115,6 +115,23 @@ class Children:
     def remote(self) -> Iterator[ChildRef]:
         yield from (*self.client_secrets.values(), *self.ca_bundles.values())
 
+    def wanted(self, spec: v1alpha1.SecureModelDeploymentSpec) -> Iterator[ChildRef]:
+        """The objects the spec needs now: a name someone else holds blocks the SMD only among these."""
+        yield from (
+            self.service_account,
+            self.tls_secret,
+            self.sidecar_config,
+            self.network_policy,
+            self.service,
+            self.deployment,
+        )
+        for purpose, subjects in ((VIEWER, spec.access.viewers), (DEPLOYER, spec.access.deployers)):
+            if subjects:
+                yield from (self.roles[purpose], self.role_bindings[purpose])
+        if spec.storage is not None:
+            yield self.volume_claim
+        yield from self.remote()
+
 
 def client_identity(name: str, namespace: str) -> str:
     """A client certificate's CN, and the name the sidecar's allow-list admits."""
@@ -150,6 +167,22 @@ def children(owner: Owner, spec: v1alpha1.SecureModelDeploymentSpec) -> Children
             for namespace in sorted({client.namespace for client in clients})
         },
     )
+
+
+# The labels the operator puts on what it writes: watches select its objects by them, so they are part of
+# what is compared (an object stripped of them would drop out of the caches unseen).
+OPERATOR_LABEL_KEYS = frozenset(
+    {
+        "app.kubernetes.io/name",
+        INSTANCE_LABEL,
+        COMPONENT_LABEL,
+        MANAGED_BY_LABEL,
+        "app.kubernetes.io/part-of",
+        OWNER_NAMESPACE_LABEL,
+        OWNER_NAME_LABEL,
+        OWNER_UID_LABEL,
+    }
+)
 
 
 def selector_labels(owner: Owner) -> dict[str, str]:

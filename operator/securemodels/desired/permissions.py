@@ -28,7 +28,11 @@ class Probe:
     subresource: str = ""
     cluster_wide: bool = False
 
-    def describe(self) -> str:
+    def describe(self, elsewhere: str | None = None) -> str:
+        """What the probe asks, as words; `elsewhere`: the namespace it was asked in, when not the
+        model's own."""
+        if elsewhere is not None and not self.cluster_wide:
+            return f"{self.describe()} in namespace {elsewhere}"
         if self.verb == "*" and self.resource == "*":
             return "do anything" + (" cluster-wide" if self.cluster_wide else "")
         resource = f"{self.resource}/{self.subresource}" if self.subresource else self.resource
@@ -74,14 +78,15 @@ def groups_of(namespace: str) -> list[str]:
     return ["system:serviceaccounts", f"system:serviceaccounts:{namespace}", "system:authenticated"]
 
 
-def review(namespace: str, account: str, probe: Probe) -> dict[str, Any]:
-    """The SubjectAccessReview asking whether the account may do what the probe says."""
+def review(namespace: str, account: str, probe: Probe, where: str | None = None) -> dict[str, Any]:
+    """The SubjectAccessReview asking whether the account (of `namespace`) may do what the probe says,
+    in `where` (default: its own namespace)."""
     return {
         "apiVersion": "authorization.k8s.io/v1",
         "kind": "SubjectAccessReview",
         "spec": {
             "user": user_of(namespace, account),
             "groups": groups_of(namespace),
-            "resourceAttributes": probe.attributes(namespace),
+            "resourceAttributes": probe.attributes(where or namespace),
         },
     }

@@ -163,19 +163,6 @@ def _compliance(results: Sequence[ControlResult]) -> tuple[bool, str, str]:
     return True, "AllControlsPass", f"all {len(results)} controls pass"
 
 
-def blocked_status(
-    context: Context, summary: Summary, previous: SecureModelDeploymentStatus
-) -> SecureModelDeploymentStatus:
-    """A Blocked SMD claims no verdicts it did not judge: Ready is False with the reason; the rest of
-    the previous status (the verdicts on what still runs) stays as it was until the SMD is unblocked."""
-    generation, now = context.owner.generation, context.now
-    ready = condition(previous, READY, False, summary.reason, summary.message, generation, now)
-    others = [item for item in previous.conditions if item.type != READY]
-    return previous.model_copy(
-        update={"observed_generation": generation, "phase": "Blocked", "conditions": [ready, *others]}
-    )
-
-
 def build_status(
     context: Context,
     results: Sequence[ControlResult],

@@ -4,7 +4,7 @@ stamps what it writes (desired/canonical.py).
 The CA Secret is read from the cache on every use, so one edited by hand (into garbage, into an expired
 CA, or with a certificate appended) is noticed at the next reconcile. Only CAs in the ledger, a ConfigMap
 kept beside the Secret, are trusted: anything else found in the Secret is reported (a Warning Event and
-`securemodels_ca_untrusted_certificates`), taken out, and never handed to a sidecar. A lock makes
+`securemodels_ca_untrusted_certificates_total`), taken out, and never handed to a sidecar. A lock makes
 concurrent reconciles agree on one CA.
 """
 
@@ -35,8 +35,6 @@ class OperatorKeys:
     def __init__(self, kube: Kube, caches: Caches, config: OperatorConfig) -> None:
         self._kube, self._caches, self._config = kube, caches, config
         self._lock = asyncio.Lock()
-        self.untrusted: tuple[str, ...] = ()
-        self._reported: tuple[str, ...] = ()
 
     def _cached(self, kind: str, name: str) -> dict[str, Any] | None:
         return self._caches[kind].get(self._config.namespace, name)
@@ -97,7 +95,7 @@ class OperatorKeys:
         secret = self._cached("Secret", CA_SECRET)
         notes = [("Normal", "CARotation", note) for note in plan.notes]
         notes += [("Warning", "CAReplaced", problem) for problem in plan.problems]
-        if untrusted and untrusted != self._reported:
+        if untrusted:  # taken out of the Secret as they are found: each finding is news
             notes.append(
                 (
                     "Warning",
@@ -107,7 +105,6 @@ class OperatorKeys:
                     "removed",
                 )
             )
-        self._reported = untrusted or self._reported
         for event_type, reason, message in notes:
             (log.warning if event_type == "Warning" else log.info)("operator CA: %s", message)
             if secret is not None:
@@ -118,8 +115,7 @@ class OperatorKeys:
         for pem in state.trusted:
             info = pki.certificate_info(pem)
             metrics.CA_EXPIRY.labels(serial_number=info.serial_number).set(info.not_after.timestamp())
-        metrics.CA_UNTRUSTED_CERTIFICATES.set(len(untrusted))
-        self.untrusted = untrusted
+        metrics.CA_UNTRUSTED_CERTIFICATES.inc(len(untrusted))
 
     # -- the template key ------------------------------------------------------------------------------
 

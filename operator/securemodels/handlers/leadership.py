@@ -89,6 +89,11 @@ class Elector:
         self._on_start, self._on_stop = on_start, on_stop
         self.leading = False
         self._renewed_at = -float("inf")  # monotonic time of the last successful renewal
+        self.answered_at = -float("inf")  # monotonic time the API server last answered
+
+    def silent_for(self) -> float:
+        """Seconds since the API server last answered this replica's Lease questions."""
+        return time.monotonic() - self.answered_at
 
     def may_write(self) -> bool:
         """Whether this replica may write now: it leads, and renewed recently enough that nobody else
@@ -97,7 +102,7 @@ class Elector:
 
     async def _attempt(self) -> bool:
         lease = await self._kube.get("Lease", self._settings.lease_name, self._namespace)
-        asked = time.monotonic()
+        asked = self.answered_at = time.monotonic()
         decision = decide((lease or {}).get("spec"), self.identity, datetime.now(UTC), self._settings)
         if decision.spec is None:
             return False

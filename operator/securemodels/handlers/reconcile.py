@@ -117,7 +117,7 @@ class Reconciler:
         # operator's label): asked again at each pass, until they are free.
         self._taken: dict[str, set[ChildRef]] = {}
         self._references: dict[str, tuple[int, tuple[str, ...]]] = {}  # key -> (generation, missing)
-        self._refusals: dict[str, int] = {}
+        self._refusals: dict[str, tuple[int, int]] = {}  # key -> (generation, attempts)
         self._pending: dict[str, _Pending] = {}
         self._written: dict[str, tuple[dict[str, Any], float]] = {}  # status last written, and when
         # The resourceVersion of each object this reconciler wrote last: its watch event is an echo.
@@ -161,20 +161,21 @@ class Reconciler:
         live = replace(live, taken=tuple(sorted({*live.taken, *await self._still_taken(context)})))
         blockers = self._blockers(context, live)
         if blockers:
-            return await self._blocked(context, stored, previous, blockers)
+            return await self._blocked(context, stored, previous, live, blockers)
         try:
             return await self._realise(context, stored, previous, live)
         except Taken as taken:
             await self._taken_now(context, taken.ref)
             live = replace(live, taken=tuple(sorted({*live.taken, taken.ref})))
-            return await self._blocked(context, stored, previous, self._blockers(context, live))
+            return await self._blocked(context, stored, previous, live, self._blockers(context, live))
         except Refused as refusal:
             metrics.RECONCILE_ERRORS.labels(reason=f"http{refusal.error.code}").inc()
-            attempts = self._refusals.get(owner.key, 0)
-            self._refusals[owner.key] = attempts + 1
+            generation, attempts = self._refusals.get(owner.key, (owner.generation, 0))
+            attempts = attempts if generation == owner.generation else 0  # a new spec starts afresh
+            self._refusals[owner.key] = (owner.generation, attempts + 1)
             delay = min(MAX_REFUSAL_BACKOFF, self.config.resync_seconds * 2**attempts)
             log.warning("%s: %s; trying again in %.0fs", owner.key, refusal, delay)
-            outcome = await self._blocked(context, stored, previous, (Blocker(REFUSED, str(refusal)),))
+            outcome = await self._blocked(context, stored, previous, live, (Blocker(REFUSED, str(refusal)),))
             return replace(outcome, requeue_after=delay)
 
     def _blockers(self, context: Context, live: Observed) -> tuple[Blocker, ...]:
@@ -288,16 +289,9 @@ class Reconciler:
         self._refusals.pop(owner.key, None)
         self._pending.pop(owner.key, None)
 
-        judged = replace(
-            live,
-            objects=objects,
-            drift=drift,
-            canonical_template=canonical_template,
-            permissions=await self._permissions(owner),
-            server_certificate=read.certificate_of(objects.get(names.tls_secret)),
-            untrusted_ca_certificates=self.keys.untrusted,
+        results, judged = await self._judge(
+            context, replace(live, objects=objects), drift, canonical_template
         )
-        results = judging.judge(context, judged)
         summary = status_rules.summarize(context, results, (), objects.get(names.deployment))
         new = status_rules.build_status(
             context, results, summary, previous, objects.get(names.deployment), judged.server_certificate
@@ -316,7 +310,8 @@ class Reconciler:
 
     async def _permissions(self, owner: naming.Owner) -> Permissions | None:
         try:
-            return await self.reviews.of(owner.namespace, owner.name)
+            elsewhere = read.namespaces_naming_model(self.caches, owner)
+            return await self.reviews.of(owner.namespace, owner.name, elsewhere)
         except KubeError as error:
             log.warning("%s: cannot ask the authorizer about the model's account: %s", owner.key, error)
             return None
@@ -334,8 +329,10 @@ class Reconciler:
         return without_managed_fields(found)
 
     def _refusal(self, ref: ChildRef, error: KubeError) -> Exception:
-        if error.code == 0 or error.code in (409, 429) or error.code >= 502:
-            return error  # the connection, throttling, a race: retried with backoff, not a refusal
+        if error.code == 0 or error.code in (404, 409, 429) or error.code >= 502:
+            # The connection, throttling, a race (the object changed or went meanwhile): retried with
+            # backoff, not a refusal.
+            return error
         return Refused(ref, error)
 
     async def _plan_writes(
@@ -349,9 +346,11 @@ class Reconciler:
         what someone else had changed or deleted (drift): a live object whose stamp does not match it,
         or a child gone from an SMD that was realised."""
         owner, key = context.owner, context.stamp_key
+        # This spec was written out before (a Blocked SMD's was not): a child missing now was deleted.
         realised = previous.observed_generation == owner.generation and previous.phase in (
             "Ready",
             "Degraded",
+            "Progressing",
         )
         writes: list[_Write] = []
         drift: dict[ChildRef, tuple[str, ...]] = {}
@@ -389,20 +388,22 @@ class Reconciler:
     ) -> list[tuple[ChildRef, Manifest]]:
         """Roles and bindings no longer declared, deliveries to clients no longer declared, and the
         volume only when the SMD asks for it."""
-        names = context.names
-        found: list[tuple[ChildRef, Manifest]] = []
+        names, key, uid = context.names, context.stamp_key, context.owner.uid
+        candidates: list[tuple[ChildRef, Manifest]] = []
         for ref in [*names.roles.values(), *names.role_bindings.values()]:
             item = live.get(ref)
             if item is not None and ref not in want:
-                found.append((ref, item))
-        for item in read.client_deliveries(self.caches, context.owner.uid):
+                candidates.append((ref, item))
+        for item in read.client_deliveries(self.caches, uid):
             ref = desired.ref_of(item)
             if ref not in want and naming.owned_by(item, context.owner, ref):
-                found.append((ref, item))
+                candidates.append((ref, item))
         claim = live.get(names.volume_claim)
         if claim is not None and storage.claim_is_removed(context):
-            found.append((names.volume_claim, claim))
-        return found
+            candidates.append((names.volume_claim, claim))
+        # Only what carries the operator's stamp for this SMD is deleted: labels can be written by anyone
+        # who may edit an object, a stamp only with the operator's key.
+        return [(ref, item) for ref, item in candidates if canonical.object_intact(key, uid, ref.kind, item)]
 
     # -- writing ------------------------------------------------------------------------------------
 
@@ -475,20 +476,55 @@ class Reconciler:
         await self.kube.patch_status(owner.name, owner.namespace, patch)
         self._written[owner.key] = (new, time.monotonic())
 
+    async def _judge(
+        self,
+        context: Context,
+        live: Observed,
+        drift: Mapping[ChildRef, tuple[str, ...]],
+        canonical_template: Manifest | None,
+    ) -> tuple[list[ControlResult], Observed]:
+        judged = replace(
+            live,
+            drift=drift,
+            canonical_template=canonical_template,
+            permissions=await self._permissions(context.owner),
+            server_certificate=read.certificate_of(live.get(context.names.tls_secret)),
+        )
+        return judging.judge(context, judged), judged
+
     async def _blocked(
         self,
         context: Context,
         stored: dict[str, Any],
         previous: v1alpha1.SecureModelDeploymentStatus,
+        live: Observed,
         blockers: tuple[Blocker, ...],
     ) -> Outcome:
-        """Status and one Event; nothing else is written, no key is issued."""
+        """Status and one Event; nothing else is written, no key is issued. What runs is still judged, as
+        it is: a Blocked SMD is never reported compliant on the strength of an earlier verdict, and
+        tampering with it is reported, though not repaired, while it stays Blocked."""
         summary = status_rules.Summary(
             "Blocked", blockers[0].reason, "; ".join(item.message for item in blockers)
         )
-        new = status_rules.blocked_status(context, summary, previous)
+        key, uid = context.stamp_key, context.owner.uid
+        drift = {
+            ref: (judging.STAMP,)
+            for ref, item in live.objects.items()
+            if ref in set(context.names.wanted(context.spec))
+            and not canonical.object_intact(key, uid, ref.kind, item)
+        }
+        deployment = live.get(context.names.deployment)
+        template = (
+            deployment["spec"]["template"]["spec"]
+            if deployment and context.names.deployment not in drift
+            else None
+        )
+        results, judged = await self._judge(context, live, drift, template)
+        new = status_rules.build_status(
+            context, results, summary, previous, deployment, judged.server_certificate
+        )
         await self._report(context, stored, previous, new)
-        metrics.READY.labels(context.owner.namespace, context.owner.name).set(0)
+        _export_metrics(context.owner, results, new.as_object(), judged.server_certificate, None)
         return Outcome("Blocked", new.as_object())
 
     async def _invalid(

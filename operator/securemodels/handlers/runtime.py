@@ -35,7 +35,7 @@ import kopf
 from securemodels import metrics
 from securemodels.api import v1alpha1
 from securemodels.config import OperatorConfig
-from securemodels.desired import naming
+from securemodels.desired import canonical, naming
 from securemodels.handlers import permissions
 from securemodels.handlers.keys import OperatorKeys
 from securemodels.handlers.leadership import Elector
@@ -75,6 +75,10 @@ class Operator:
     holding: set[str] = field(default_factory=set)  # verdicts standing until the next resync
     backing_off: dict[str, float] = field(default_factory=dict)  # refused SMDs: when to try again
     missing_permissions: list[str] = field(default_factory=list)
+    # Seconds the API server has been silent for, and how long is too long (leader election asks it
+    # every retry period): readiness follows an outage while it lasts.
+    silent_for: Callable[[], float] = lambda: 0.0
+    silence_limit: float = float("inf")
     permissions_checked: bool = False
     watching: threading.Event = field(default_factory=threading.Event)
 
@@ -194,13 +198,20 @@ class Operator:
             self.queue.add(key)
 
     def stop_leading(self) -> None:
-        """Another replica may take over: stop taking work (writes are refused from now on anyway)."""
+        """Another replica may take over: stop taking work (writes are refused from now on anyway), and
+        stop reporting verdicts, which the new leader reports from now on."""
         self.leading.clear()
+        for key in self.bodies:
+            namespace, name = key.split("/", 1)
+            metrics.forget(namespace, name)
 
     async def resync(self) -> None:
         """Re-check every SMD each period; sweep orphans at the first pass and every tenth after."""
         for rounds in itertools.count():
             await asyncio.sleep(self.config.resync_seconds)
+            if self.missing_permissions:  # someone may have fixed the RBAC: readiness follows
+                with contextlib.suppress(KubeError):
+                    await self.check_permissions()
             if not self.leading.is_set():
                 continue  # a standby keeps its caches warm, and nothing else
             self.holding.clear()
@@ -210,8 +221,6 @@ class Operator:
                     self.backing_off.pop(key, None)
                     self.queue.add(key)
             try:
-                if self.missing_permissions:  # someone may have fixed the RBAC: readiness follows
-                    await self.check_permissions()
                 if rounds % ORPHAN_SWEEP_EVERY == 0:
                     await self._sweep_orphans()
             except Exception:  # the loop must outlive any one round
@@ -288,8 +297,10 @@ class Operator:
         uid = self.uids.get(key)
         self.reconciler.forget(key)
         if uid is not None:
+            key_of_stamps = await self.keys.stamp_key()
             for item in read.client_deliveries(self.caches, uid):
-                await self._delete(item)
+                if canonical.object_intact(key_of_stamps, uid, item["kind"], item):
+                    await self._delete(item)
             self._by_uid.pop(uid, None)
         self.uids.pop(key, None)  # only now: a failed deletion is retried with the uid
         self.failures.pop(key, None)
@@ -329,6 +340,8 @@ class Operator:
                     )
                     if not name or not namespace or not uid or self.uids.get(f"{namespace}/{name}") == uid:
                         continue  # not labelled by us in full, or its SMD is known
+                    if not canonical.object_intact(await self.keys.stamp_key(), uid, item["kind"], item):
+                        continue  # labels anyone could write; the stamp only the operator
                     owner = await self.kube.get(v1alpha1.KIND, name, namespace)
                     if owner is None or owner["metadata"]["uid"] != uid:
                         metadata = item["metadata"]
@@ -350,8 +363,7 @@ class Operator:
             permissions.OWN_NAMESPACE if self.config.watch_namespaces else ()
         )
         election = self.config.leader_election
-        own += permissions.leader_election(election.lease_name) if election.enabled else (
-        )
+        own += permissions.leader_election(election.lease_name) if election.enabled else ()
         checks: list[tuple[permissions.Permission, str, str | None, str | None]] = [
             (permission, verb, namespace, None)
             for permission in permissions.NAMESPACED
@@ -387,12 +399,15 @@ class Operator:
             return False, "checking permissions"
         if self.missing_permissions:
             return False, "missing permissions: " + "; ".join(self.missing_permissions)
+        if self.silent_for() > self.silence_limit:
+            return False, f"the API server has not answered for {self.silent_for():.0f}s"
         problems = self.caches.problems()
         if not self.caches.synced or problems:
             # A cache whose watch fails goes stale: not ready until it follows again.
-            return False, ("watching failed: " if self.caches.synced else "filling caches") + (
-                ": " + "; ".join(problems) if problems else ""
-            )
+            detail = "; ".join(problems)
+            if self.caches.synced:
+                return False, f"watching failed: {detail}"
+            return False, "filling caches" + (f": {detail}" if detail else "")
         if not self.watching.is_set():
             return False, "starting to watch"
         return True, "ok (leading)" if self.leading.is_set() else "ok (standby)"
@@ -479,6 +494,7 @@ async def run(
             kube, election, config.namespace, identity(), operator.start_leading, operator.stop_leading
         )
         kube.may_write = elector.may_write
+        operator.silent_for, operator.silence_limit = elector.silent_for, election.renew_deadline_seconds
         tasks.append(asyncio.create_task(elector.run(), name="leader election"))
     else:
         operator.start_leading()

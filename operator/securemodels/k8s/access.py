@@ -20,7 +20,7 @@ CONCURRENCY = 8
 class AccessReviews:
     def __init__(self, kube: Kube) -> None:
         self._kube = kube
-        self._answers: dict[tuple[str, str], Permissions] = {}
+        self._answers: dict[tuple[str, str], tuple[tuple[str, ...], Permissions]] = {}
         self._gate = asyncio.Semaphore(CONCURRENCY)
         self._epoch = 0  # bumped by forget(): answers asked before it are not kept
 
@@ -33,27 +33,36 @@ class AccessReviews:
             if not (namespace in (None, key[0]) and account in (None, key[1]))
         }
 
-    async def _allowed(self, namespace: str, account: str, probe: permissions.Probe) -> bool:
+    async def _allowed(self, namespace: str, account: str, probe: permissions.Probe, where: str) -> bool:
         async with self._gate:
-            return await self._kube.review(permissions.review(namespace, account, probe))
+            return await self._kube.review(permissions.review(namespace, account, probe, where))
 
     async def _ask(
-        self, namespace: str, account: str, probes: tuple[permissions.Probe, ...]
-    ) -> list[permissions.Probe]:
-        answers = await asyncio.gather(*(self._allowed(namespace, account, probe) for probe in probes))
-        return [probe for probe, allowed in zip(probes, answers, strict=True) if allowed]
-
-    async def of(self, namespace: str, account: str) -> Permissions:
-        cached = self._answers.get((namespace, account))
-        if cached is not None:
-            return cached
-        epoch = self._epoch
-        allowed = await self._ask(namespace, account, permissions.PROBES)
-        everyone = await self._ask(namespace, permissions.BASELINE_ACCOUNT, tuple(allowed)) if allowed else []
-        found = Permissions(
-            allowed=tuple(probe.describe() for probe in allowed),
-            everyone=tuple(probe.describe() for probe in everyone),
+        self, namespace: str, account: str, questions: list[tuple[permissions.Probe, str]]
+    ) -> list[tuple[permissions.Probe, str]]:
+        answers = await asyncio.gather(
+            *(self._allowed(namespace, account, probe, where) for probe, where in questions)
         )
+        return [question for question, allowed in zip(questions, answers, strict=True) if allowed]
+
+    async def of(self, namespace: str, account: str, elsewhere: tuple[str, ...] = ()) -> Permissions:
+        """The account's answers in its namespace and cluster-wide, and in `elsewhere`: the namespaces
+        where a binding names it (a grant there is the model's too)."""
+        cached = self._answers.get((namespace, account))
+        if cached is not None and cached[0] == elsewhere:
+            return cached[1]
+        epoch = self._epoch
+        questions = [(probe, namespace) for probe in permissions.PROBES]
+        questions += [
+            (probe, where) for where in elsewhere for probe in permissions.PROBES if not probe.cluster_wide
+        ]
+        allowed = await self._ask(namespace, account, questions)
+        everyone = await self._ask(namespace, permissions.BASELINE_ACCOUNT, allowed) if allowed else []
+
+        def words(found: list[tuple[permissions.Probe, str]]) -> tuple[str, ...]:
+            return tuple(probe.describe(None if where == namespace else where) for probe, where in found)
+
+        result = Permissions(allowed=words(allowed), everyone=words(everyone))
         if epoch == self._epoch:
-            self._answers[(namespace, account)] = found
-        return found
+            self._answers[(namespace, account)] = (elsewhere, result)
+        return result

@@ -194,7 +194,9 @@ class Reflector:
                     self._fields or None,
                 ):
                     deadline.reschedule(loop.time() + quiet)
-                    self.problem = None
+                    if self.problem is not None:
+                        self.problem = None
+                        metrics.CACHE_SYNCED.labels(kind=self.kind).set(1)
                     version = str(item["metadata"].get("resourceVersion") or version)
                     if event_type == "BOOKMARK":
                         continue
@@ -223,6 +225,7 @@ class Reflector:
                     version = ""
                     continue
                 self.problem = f"{self.kind}: {error}"
+                metrics.CACHE_SYNCED.labels(kind=self.kind).set(0)
                 log.warning("watch of %s failed (%s); retrying in %.0fs", self.kind, error, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(MAX_BACKOFF, backoff * 2)

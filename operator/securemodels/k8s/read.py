@@ -93,8 +93,20 @@ def _pod_uses(item: Mapping[str, Any]) -> Iterable[str]:
     for volume in spec.get("volumes") or []:
         if "secret" in volume:
             yield f"{namespace}/secret/{volume['secret'].get('secretName')}"
+        for source in (volume.get("projected") or {}).get("sources") or []:
+            if "secret" in source:
+                yield f"{namespace}/secret/{source['secret'].get('name')}"
         if "persistentVolumeClaim" in volume:
             yield f"{namespace}/claim/{volume['persistentVolumeClaim'].get('claimName')}"
+    for key in ("initContainers", "containers", "ephemeralContainers"):
+        for container in spec.get(key) or []:
+            for source in container.get("envFrom") or []:
+                if "secretRef" in source:
+                    yield f"{namespace}/secret/{source['secretRef'].get('name')}"
+            for variable in container.get("env") or []:
+                reference = (variable.get("valueFrom") or {}).get("secretKeyRef")
+                if reference:
+                    yield f"{namespace}/secret/{reference.get('name')}"
     yield f"{namespace}/account/{spec.get('serviceAccountName') or 'default'}"
 
 
@@ -283,13 +295,14 @@ def observe(caches: Caches, context: Context) -> Observed:
     owner, names = context.owner, context.names
     objects: dict[naming.ChildRef, Manifest] = {}
     taken = []
+    wanted = set(names.wanted(context.spec))
     for ref in [*names.local(), *names.remote()]:
         item = _live(caches, ref)
         if item is None:
             continue
         if naming.owned_by(item, owner, ref):
             objects[ref] = item
-        else:
+        elif ref in wanted:
             taken.append(ref)
     namespace = owner.namespace
     pods: dict[str, Manifest] = {}
@@ -345,9 +358,24 @@ def bindings_naming_model(caches: Caches, owner: naming.Owner) -> tuple[str, ...
         for subject in subjects
         for kind in ("RoleBinding", "ClusterRoleBinding")
         for binding in caches[kind].indexed(SUBJECT, subject)
-        if kind == "ClusterRoleBinding" or binding["metadata"].get("namespace") == owner.namespace
     }
     return tuple(sorted(found))
+
+
+def namespaces_naming_model(caches: Caches, owner: naming.Owner) -> tuple[str, ...]:
+    """Other namespaces where a RoleBinding names the model's account, its user name or its namespace's
+    group: the authorizer is asked about those namespaces too."""
+    subjects = (
+        f"sa:{owner.namespace}/{owner.name}",
+        f"user:{permissions.user_of(owner.namespace, owner.name)}",
+        f"group:system:serviceaccounts:{owner.namespace}",
+    )
+    found = {
+        str(binding["metadata"].get("namespace"))
+        for subject in subjects
+        for binding in caches["RoleBinding"].indexed(SUBJECT, subject)
+    }
+    return tuple(sorted(found - {owner.namespace}))
 
 
 def _describe_binding(binding: Manifest) -> str:
