@@ -365,6 +365,25 @@ async def test_other_errors_back_off_and_resume_from_the_same_version(
     assert found.problem is None  # the bookmark shows the watch follows again: readiness recovers
 
 
+async def test_a_watch_broken_by_an_error_resumes_after_the_last_event_it_delivered(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def no_wait(seconds: float) -> None:
+        return None
+
+    monkeypatch.setattr(asyncio, "sleep", no_wait)
+    kube = FakeKube(
+        lists=[([item("a")], "10")],
+        watches=[[("MODIFIED", item("a", version="14")), KubeError(0, "connection reset")], []],
+    )
+    found, _ = reflector(kube)
+
+    await run(found)
+
+    assert kube.watched == ["10", "14", "14"]  # not replayed from 10
+    assert len(kube.listed) == 1
+
+
 async def test_a_failing_list_is_reported_and_tried_again(monkeypatch: pytest.MonkeyPatch) -> None:
     async def no_wait(seconds: float) -> None:
         return None

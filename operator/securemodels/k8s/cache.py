@@ -156,6 +156,7 @@ class Reflector:
         self._server_timeout = server_timeout
         self.synced = asyncio.Event()
         self.problem: str | None = None  # why the last attempt failed, for readiness
+        self._version = ""  # where the watch resumes; empty: list first
 
     @property
     def kind(self) -> str:
@@ -179,8 +180,9 @@ class Reflector:
         self.problem = None
         return version
 
-    async def _follow(self, version: str) -> str:
-        """Apply watch events until the stream ends or goes quiet for too long; returns the last version."""
+    async def _follow(self) -> None:
+        """Apply watch events until the stream ends or goes quiet for too long. The version to resume
+        from moves with every event, so that a watch broken by an error resumes where it stopped."""
         quiet = self._server_timeout + 60
         loop = asyncio.get_running_loop()
         with contextlib.suppress(TimeoutError):
@@ -189,7 +191,7 @@ class Reflector:
                     self.kind,
                     self.namespace,
                     self._labels,
-                    version,
+                    self._version,
                     self._server_timeout,
                     self._fields or None,
                 ):
@@ -197,7 +199,7 @@ class Reflector:
                     if self.problem is not None:
                         self.problem = None
                         metrics.CACHE_SYNCED.labels(kind=self.kind).set(1)
-                    version = str(item["metadata"].get("resourceVersion") or version)
+                    self._version = str(item["metadata"].get("resourceVersion") or self._version)
                     if event_type == "BOOKMARK":
                         continue
                     if event_type == "DELETED":
@@ -209,20 +211,19 @@ class Reflector:
                     old = self.store.put(stripped)
                     if old != stripped:
                         self._notify(old, stripped)
-        return version
 
     async def run(self) -> None:
-        version, backoff = "", 1.0
+        backoff = 1.0
         while True:
             try:
-                if not version:
-                    version = await self._relist()
-                version = await self._follow(version)
+                if not self._version:
+                    self._version = await self._relist()
+                await self._follow()
                 backoff = 1.0
             except KubeError as error:
                 if error.code == 410:
                     log.info("watch of %s expired (410 Gone); listing again", self.kind)
-                    version = ""
+                    self._version = ""
                     continue
                 self.problem = f"{self.kind}: {error}"
                 metrics.CACHE_SYNCED.labels(kind=self.kind).set(0)
