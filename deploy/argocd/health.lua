@@ -2,6 +2,7 @@
 -- Healthy: the Ready condition is True for the current generation.
 -- Degraded: phase Degraded (a control fails, the rollout is stuck) or Blocked (the spec cannot be made
 --   safe, e.g. an unencrypted StorageClass), with the Ready condition's message.
+-- Suspended: phase Quarantined (spec.quarantine: cut off and frozen on purpose), with the reason.
 -- Progressing: no status yet, status for an older generation, or phase Progressing.
 local health = {}
 
@@ -34,6 +35,12 @@ end
 
 if ready ~= nil and ready.status == "True" then
   health.status = "Healthy"
+  health.message = message
+  return health
+end
+
+if status.phase == "Quarantined" then
+  health.status = "Suspended"
   health.message = message
   return health
 end

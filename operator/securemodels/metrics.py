@@ -31,6 +31,12 @@ COMPLIANT = Gauge(
 READY = Gauge(
     "securemodels_ready", "1 when the SMD's phase is Ready.", ["namespace", "name"], registry=REGISTRY
 )
+QUARANTINED = Gauge(
+    "securemodels_quarantined",
+    "1 while the SMD is quarantined (spec.quarantine): network cut, clients refused, pods kept.",
+    ["namespace", "name"],
+    registry=REGISTRY,
+)
 RECONCILE_DURATION = Histogram(
     "securemodels_reconcile_duration_seconds",
     "Time to reconcile one SMD.",
@@ -117,7 +123,15 @@ LEADER = Gauge(
     registry=REGISTRY,
 )
 
-_PER_SMD = (COMPLIANCE_STATUS, CONTROL_WEAKENED, COMPLIANT, READY, CERTIFICATE_EXPIRY, CERTIFICATE_RENEWAL)
+_PER_SMD = (
+    COMPLIANCE_STATUS,
+    CONTROL_WEAKENED,
+    COMPLIANT,
+    READY,
+    QUARANTINED,
+    CERTIFICATE_EXPIRY,
+    CERTIFICATE_RENEWAL,
+)
 
 
 def forget(namespace: str, name: str, keep: frozenset[tuple[str, ...]] = frozenset()) -> None:

@@ -558,8 +558,8 @@ def test_the_security_admin_holds_every_verb_the_policies_ask_for() -> None:
     (rule,) = admin["rules"]
     assert rule["apiGroups"] == [v1alpha1.GROUP]
     assert rule["resources"] == [v1alpha1.PLURAL]
-    assert {"grant", "weaken", "set-owner"} <= set(rule["verbs"])
-    assert {"grant", "weaken", "set-owner"} <= asked
+    assert {"grant", "weaken", "quarantine", "set-owner"} <= set(rule["verbs"])
+    assert {"grant", "weaken", "quarantine", "set-owner"} <= asked
 
 
 def test_client_certificates_opt_in_is_aggregated_into_admin_and_edit_only() -> None:

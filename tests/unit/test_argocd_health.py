@@ -121,17 +121,17 @@ READY = condition("Ready", "True", "Available", "2/2 replicas available")
             ("Degraded", "Blocked"),
             id="blocked-without-conditions",
         ),
+        pytest.param(
+            with_status(
+                status("Quarantined", condition("Ready", "False", "Quarantined", "spec.quarantine: INC-4711"))
+            ),
+            ("Suspended", "spec.quarantine: INC-4711"),
+            id="quarantined",
+        ),
     ],
 )
 def test_health_follows_the_operator_status(smd: dict[str, Any], expected: tuple[str, str]) -> None:
     assert health(smd) == expected
-
-
-def test_an_smd_never_reports_suspended_since_there_is_no_quarantine_field() -> None:
-    script = HEALTH_LUA.read_text()
-
-    assert "Suspended" not in script
-    assert "quarantine" not in script.lower()
 
 
 def test_the_argocd_cm_patch_carries_exactly_the_health_script() -> None:

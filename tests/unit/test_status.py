@@ -223,8 +223,8 @@ def test_what_is_stored_leaves_absent_fields_out() -> None:
 GARBAGE: list[tuple[str, Any]] = [
     ("nothing", None),
     ("an empty map", {}),
-    ("an unknown field", {"phase": "Ready", "quarantined": True}),
-    ("an unknown phase", {"phase": "Quarantined"}),
+    ("an unknown field", {"phase": "Ready", "frozen": True}),
+    ("an unknown phase", {"phase": "Suspended"}),
     ("conditions not a list", {"conditions": "Ready"}),
     ("a condition without its time", {"conditions": [{"type": "Ready", "status": "True", "reason": "R"}]}),
     ("a control with an unknown verdict", {"controls": [{"name": "mtls", "status": "Maybe", "reason": "R"}]}),

@@ -874,6 +874,21 @@ class Scheduling(ApiModel):
     )
 
 
+# ----------------------------------------------------------------------------------------- quarantine
+
+
+class Quarantine(ApiModel):
+    """An incident switch. While it is set, the model's network is cut both ways (DNS included), its
+    sidecar refuses every client, and the operator changes nothing else: the pods are kept, as they
+    are, for forensics. Removing it restores everything."""
+
+    reason: str = Field(
+        min_length=1,
+        max_length=256,
+        description="Why the model is quarantined (an incident or ticket): status and Event say it.",
+    )
+
+
 # ----------------------------------------------------------------------------------------------- spec
 
 
@@ -907,6 +922,9 @@ class SecureModelDeploymentSpec(ApiModel):
     )
     residency: Residency | None = Field(None, description="Optional regions the model must run in.")
     scheduling: Scheduling = Field(Scheduling(), description="Node selection and tolerations of the pods.")
+    quarantine: Quarantine | None = Field(
+        None, description="Set to freeze the model during an incident; remove to restore it."
+    )
 
 
 # --------------------------------------------------------------------------------------------- status
@@ -945,7 +963,7 @@ class CertificateStatus(ApiModel):
     sha256_fingerprint: str = Field(description="SHA-256 fingerprint of the DER certificate, hex.")
 
 
-Phase = Literal["Ready", "Progressing", "Degraded", "Blocked"]
+Phase = Literal["Ready", "Progressing", "Degraded", "Blocked", "Quarantined"]
 
 
 class SecureModelDeploymentStatus(ApiModel):

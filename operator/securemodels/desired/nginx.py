@@ -28,6 +28,7 @@ CLIENT_CA_FILE = pki.CA_BUNDLE_KEY
 SIDECAR_HEALTH_PATH = "/sidecar-healthz"
 MODEL_HEALTH_PATH = "/healthz"
 IDENTITY_HEADER = "X-Client-Identity"
+QUARANTINE_FILE = "quarantined"
 
 # ECDHE key exchange with AEAD ciphers only, for TLS 1.2 when the SMD opts into it. TLS 1.3 suites are
 # all AEAD already; this list does not affect them.
@@ -53,6 +54,7 @@ class SidecarPaths:
 
     tls_dir: str = "/etc/securemodels/tls"  # tls.crt, tls.key and ca.crt (the client-CA bundle)
     tmp_dir: str = "/tmp/nginx"  # must exist and be writable: pid file and request buffers
+    config_dir: str = "/etc/securemodels/nginx"  # nginx.conf, and QUARANTINE_FILE during a quarantine
 
 
 def _check_path(path: str, what: str) -> str:
@@ -135,6 +137,7 @@ def render_nginx_conf(
     health_path = _check_path(health_path, "health_path")
     tls_dir = _check_dir(paths.tls_dir, "tls_dir")
     tmp_dir = _check_dir(paths.tmp_dir, "tmp_dir")
+    config_dir = _check_dir(paths.config_dir, "config_dir")
     identity_map = _identity_map(client_identities)
     model = "http://securemodels_model"
     if min_tls_version == "1.2":
@@ -193,6 +196,10 @@ http {{
         ssl_verify_depth 1;
 
         if ($securemodels_client_identity = "") {{
+            return 403;
+        }}
+        # Looked for at every request, so a quarantine takes effect without a restart.
+        if (-f {config_dir}/{QUARANTINE_FILE}) {{
             return 403;
         }}
 

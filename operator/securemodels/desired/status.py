@@ -30,6 +30,8 @@ from securemodels.pki import CertificateInfo
 READY = "Ready"
 COMPLIANT = "Compliant"
 INVALID_SPEC = "InvalidSpec"
+QUARANTINED = "Quarantined"
+QUARANTINE_LIFTED = "QuarantineLifted"
 # Condition messages are for people; the API server would accept more, but a status stays readable.
 MAX_MESSAGE = 4096
 
@@ -75,6 +77,15 @@ def _rollout(context: Context, deployment: Manifest | None) -> Summary:
             f"{status.get('updatedReplicas', 0)} up to date",
         )
     return Summary("Ready", "Available", f"{wanted}/{wanted} replicas available")
+
+
+def quarantined(context: Context) -> Summary:
+    reason = context.spec.quarantine.reason if context.spec.quarantine is not None else ""
+    return Summary(
+        "Quarantined",
+        QUARANTINED,
+        f"spec.quarantine: {reason}. Network cut both ways, every client refused, pods kept as they are",
+    )
 
 
 def summarize(
@@ -239,7 +250,9 @@ def transitions(previous: SecureModelDeploymentStatus, current: SecureModelDeplo
     changed_block = current.phase == "Blocked" and (
         before_ready is None or ready is None or before_ready.reason != ready.reason
     )
-    if ready is not None and (changed_phase or changed_block):
+    if previous.phase == "Quarantined" and changed_phase:
+        events.append(Event("Normal", QUARANTINE_LIFTED, f"spec.quarantine removed; {current.phase}"))
+    elif ready is not None and (changed_phase or changed_block):
         kind = "Normal" if current.phase in ("Ready", "Progressing") else "Warning"
         events.append(Event(kind, ready.reason, f"{current.phase}: {ready.message}"))
     old_controls = {item.name: item for item in previous.controls}

@@ -26,7 +26,7 @@ from securemodels.api import v1alpha1
 from securemodels.config import OperatorConfig
 from securemodels.desired import canonical, certificates, judging, naming, workload
 from securemodels.desired import status as status_rules
-from securemodels.desired.controls import mtls, storage
+from securemodels.desired.controls import mtls, network, storage
 from securemodels.desired.model import Blocker, Context, ControlResult, Manifest, Observed, Permissions
 from securemodels.desired.naming import ChildRef
 from securemodels.handlers.keys import OperatorKeys
@@ -160,9 +160,11 @@ class Reconciler:
         live = read.observe(self.caches, context)
         live = replace(live, taken=tuple(sorted({*live.taken, *await self._still_taken(context)})))
         blockers = self._blockers(context, live)
-        if blockers:
+        if blockers and spec.quarantine is None:
             return await self._blocked(context, stored, previous, live, blockers)
         try:
+            if spec.quarantine is not None:
+                return await self._quarantined(context, stored, previous, live)
             return await self._realise(context, stored, previous, live)
         except Taken as taken:
             await self._taken_now(context, taken.ref)
@@ -272,17 +274,7 @@ class Reconciler:
         want = desired.build(context, plan.server, plan.clients).by_ref()
         writes, drift, canonical_template = await self._plan_writes(context, previous, live, want)
         deletes = self._plan_deletes(context, live, want)
-        objects = dict(live.objects)
-        for write in writes:
-            objects[write.ref] = await self._send(write)
-            if write.drift:
-                metrics.DRIFT_CORRECTIONS.labels(kind=write.ref.kind).inc()
-                log.warning(
-                    "%s: %s was changed outside the operator (%s); restored",
-                    owner.key,
-                    write.ref,
-                    ", ".join(write.drift),
-                )
+        objects = await self._write_all(owner, live, writes)
         for ref, item in deletes:
             await self._delete(owner, ref, item)
             objects.pop(ref, None)
@@ -351,6 +343,7 @@ class Reconciler:
             "Ready",
             "Degraded",
             "Progressing",
+            "Quarantined",
         )
         writes: list[_Write] = []
         drift: dict[ChildRef, tuple[str, ...]] = {}
@@ -406,6 +399,23 @@ class Reconciler:
         return [(ref, item) for ref, item in candidates if canonical.object_intact(key, uid, ref.kind, item)]
 
     # -- writing ------------------------------------------------------------------------------------
+
+    async def _write_all(
+        self, owner: naming.Owner, live: Observed, writes: list[_Write]
+    ) -> dict[ChildRef, Manifest]:
+        """Send the writes in order; the live objects as they are afterwards."""
+        objects = dict(live.objects)
+        for write in writes:
+            objects[write.ref] = await self._send(write)
+            if write.drift:
+                metrics.DRIFT_CORRECTIONS.labels(kind=write.ref.kind).inc()
+                log.warning(
+                    "%s: %s was changed outside the operator (%s); restored",
+                    owner.key,
+                    write.ref,
+                    ", ".join(write.drift),
+                )
+        return objects
 
     async def _send(self, write: _Write) -> Manifest:
         try:
@@ -527,6 +537,46 @@ class Reconciler:
         _export_metrics(context.owner, results, new.as_object(), judged.server_certificate, None)
         return Outcome("Blocked", new.as_object())
 
+    async def _quarantined(
+        self,
+        context: Context,
+        stored: dict[str, Any],
+        previous: v1alpha1.SecureModelDeploymentStatus,
+        live: Observed,
+    ) -> Outcome:
+        """Only the NetworkPolicy (deny all) and the sidecar's ConfigMap (refuse every client) are
+        written, and kept so; nothing else is created, changed or deleted, no certificate is issued, and
+        the pods run on untouched for forensics. What runs is judged as it is."""
+        names, key, uid = context.names, context.stamp_key, context.owner.uid
+        want = {
+            ref: desired.stamp(manifest)
+            for ref, manifest in (
+                (names.network_policy, network.network_policy(context)),
+                (names.sidecar_config, mtls.sidecar_config_map(context)),
+            )
+        }
+        writes, drift, _ = await self._plan_writes(context, previous, live, want)
+        frozen = replace(live, objects=await self._write_all(context.owner, live, writes))
+        drift |= {
+            ref: (judging.STAMP,)
+            for ref, item in frozen.objects.items()
+            if ref not in want
+            and ref in set(names.wanted(context.spec))
+            and not canonical.object_intact(key, uid, ref.kind, item)
+        }
+        deployment = frozen.get(names.deployment)
+        template = (
+            deployment["spec"]["template"]["spec"] if deployment and names.deployment not in drift else None
+        )
+        results, judged = await self._judge(context, frozen, drift, template)
+        summary = status_rules.quarantined(context)
+        new = status_rules.build_status(
+            context, results, summary, previous, deployment, judged.server_certificate
+        )
+        await self._report(context, stored, previous, new)
+        _export_metrics(context.owner, results, new.as_object(), judged.server_certificate, None)
+        return Outcome("Quarantined", new.as_object(), repaired=bool(drift.keys() & want.keys()))
+
     async def _invalid(
         self,
         owner: naming.Owner,
@@ -625,6 +675,7 @@ def _export_metrics(
             kept.add((namespace, name, result.name, weakening))
     metrics.COMPLIANT.labels(namespace, name).set(1 if status.get("compliant") else 0)
     metrics.READY.labels(namespace, name).set(1 if status.get("phase") == "Ready" else 0)
+    metrics.QUARANTINED.labels(namespace, name).set(1 if status.get("phase") == "Quarantined" else 0)
     kept.add((namespace, name))
     if certificate is not None:
         metrics.CERTIFICATE_EXPIRY.labels(namespace, name).set(certificate.not_after.timestamp())

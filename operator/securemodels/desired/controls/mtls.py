@@ -22,7 +22,7 @@ from securemodels.desired.controls import pod_security
 from securemodels.desired.controls.base import verdict
 from securemodels.desired.controls.image_digest import SIDECAR_CONTAINER
 from securemodels.desired.model import Blocker, Context, ControlResult, Manifest, Observed
-from securemodels.desired.nginx import SIDECAR_HEALTH_PATH, SidecarPaths, render_nginx_conf
+from securemodels.desired.nginx import QUARANTINE_FILE, SIDECAR_HEALTH_PATH, SidecarPaths, render_nginx_conf
 from securemodels.pki import CA_BUNDLE_KEY, CERT_KEY, PRIVATE_KEY_KEY, KeyPair
 
 NAME = "mtls"
@@ -30,10 +30,10 @@ CONDITION = "MTLSReady"
 SIDECAR = SIDECAR_CONTAINER
 SERVICE_PORT = 443
 TLS_12 = "TLS12"
-CONFIG_DIR = "/etc/securemodels/nginx"
 CERTIFICATE_ANNOTATION = "securemodels.io/certificate-sha256"
 CONFIG_ANNOTATION = "securemodels.io/sidecar-config-sha256"
 SIDECAR_PATHS = SidecarPaths()
+CONFIG_DIR = SIDECAR_PATHS.config_dir
 DRAIN_SECONDS = 5
 TLS_VOLUME, CONFIG_VOLUME, TMP_VOLUME = "mtls-tls", "mtls-config", "mtls-tmp"
 
@@ -87,11 +87,16 @@ def _b64(data: bytes) -> str:
 
 
 def sidecar_config_map(context: Context) -> Manifest:
+    """nginx.conf, and during a quarantine the flag file nginx looks for at every request: the running
+    sidecar refuses every client as soon as the kubelet updates the volume, without a restart."""
+    data = {"nginx.conf": nginx_conf(context)}
+    if context.spec.quarantine is not None:
+        data[QUARANTINE_FILE] = context.spec.quarantine.reason
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": naming.metadata(context.owner, context.names.sidecar_config, "mtls"),
-        "data": {"nginx.conf": nginx_conf(context)},
+        "data": data,
     }
 
 
@@ -210,9 +215,11 @@ def _sidecar_of(pod_spec: Manifest) -> dict[str, Any] | None:
 def check(context: Context, observed: Observed) -> ControlResult:
     names = context.names
     problems = list(observed.findings.get(NAME, ()))
-    config = observed.get(names.sidecar_config)
-    if ((config or {}).get("data") or {}).get("nginx.conf") != nginx_conf(context):
+    config_data = (observed.get(names.sidecar_config) or {}).get("data") or {}
+    if config_data.get("nginx.conf") != nginx_conf(context):
         problems.append(f"ConfigMap {names.sidecar_config.name} does not hold the operator's nginx.conf")
+    if context.spec.quarantine is not None and QUARANTINE_FILE not in config_data:
+        problems.append(f"ConfigMap {names.sidecar_config.name} does not tell the sidecar to refuse clients")
     deployment = observed.get(names.deployment)
     if deployment is None:
         problems.append("the model's Deployment does not exist")

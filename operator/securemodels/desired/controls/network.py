@@ -53,6 +53,7 @@ class Reason(StrEnum):
     INGRESS_FROM_ANYWHERE = INGRESS_FROM_ANYWHERE
     EGRESS_TO_ANYWHERE = EGRESS_TO_ANYWHERE
     TOO_BROAD = "NetworkTooBroad"
+    QUARANTINED = "Quarantined"
 
 
 def _selector(selector: LabelSelector) -> dict[str, Any]:
@@ -100,6 +101,8 @@ def reaches_anywhere(peers: list[Peer]) -> bool:
 
 def weakenings(context: Context) -> tuple[str, ...]:
     network = context.spec.network
+    if context.spec.quarantine is not None:
+        return ()  # the quarantine's policy admits nothing, whatever the spec opted in to
     found = []
     if reaches_anywhere([peer for rule in network.ingress for peer in rule.from_]):
         found.append(INGRESS_FROM_ANYWHERE)
@@ -135,6 +138,10 @@ def _namespace(name: str) -> dict[str, Any]:
 
 def policy_spec(context: Context) -> dict[str, Any]:
     spec, config = context.spec, context.config
+    selector = {"matchLabels": naming.selector_labels(context.owner)}
+    if spec.quarantine is not None:
+        # No rule at all: nothing in, nothing out, not even DNS.
+        return {"podSelector": selector, "policyTypes": ["Ingress", "Egress"]}
     ingress: list[dict[str, Any]] = [
         {"from": [_peer(peer) for peer in rule.from_], "ports": [{"port": TLS_PORT, "protocol": "TCP"}]}
         for rule in spec.network.ingress
@@ -158,7 +165,7 @@ def policy_spec(context: Context) -> dict[str, Any]:
         for rule in spec.network.egress
     ]
     return {
-        "podSelector": {"matchLabels": naming.selector_labels(context.owner)},
+        "podSelector": selector,
         "policyTypes": ["Ingress", "Egress"],
         "ingress": ingress,
         "egress": egress,
@@ -193,6 +200,8 @@ def policy_problems(context: Context, policy: Manifest, pods: tuple[Manifest, ..
     )
     if unselected:
         problems.append(f"NetworkPolicy {name} does not select the model's pods {', '.join(unselected)}")
+    if context.spec.quarantine is not None and (spec.get("ingress") or spec.get("egress")):
+        problems.append(f"NetworkPolicy {name} still allows traffic during the quarantine")
     allowed_ports = {port for port in (TLS_PORT, context.spec.model.metrics_port) if port is not None}
     for rule in spec.get("ingress") or []:
         ports = rule.get("ports") or []
@@ -258,6 +267,10 @@ def check(context: Context, observed: Observed) -> ControlResult:
                 for item in weakened
             ),
             weakened,
+        )
+    if context.spec.quarantine is not None:
+        return ControlResult(
+            NAME, "Pass", Reason.QUARANTINED, "quarantined: no traffic in or out, DNS included"
         )
     return verdict(
         NAME,
