@@ -9,11 +9,11 @@ import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import bench_pki, data_path, operator_bench
+from bench import bench_pki, data_path, failover_bench, operator_bench
 from localcluster import running_cluster
 
 ROOT = Path(__file__).resolve().parents[1]
-SMD_COUNT = int(os.environ.get("BENCH_SMDS", "100"))
+SIZES = tuple(int(size) for size in os.environ.get("BENCH_SIZES", "100,1000").split(","))
 CERT_COUNT = int(os.environ.get("BENCH_CERTS", "1000"))
 
 
@@ -22,52 +22,87 @@ def table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
     return "\n".join("| " + " | ".join(row) + " |" for row in lines)
 
 
-def main() -> int:
-    with tempfile.TemporaryDirectory(prefix="securemodels-bench-") as temp, running_cluster() as cluster:
+def fleet_at(
+    size: int, temp: Path, tamperings: list[tuple[str, float, float | None]] | None
+) -> dict[str, float]:
+    """One size on a control plane of its own: the operator's run, then the plain client's."""
+    with running_cluster() as cluster:
         operator_bench.prepare(cluster)
-        print(f"operator: {SMD_COUNT} SMDs to Ready ...", flush=True)
-        tamperings: list[tuple[str, float, float | None]] = []
-        operator = operator_bench.operator_run(cluster, SMD_COUNT, Path(temp), tamperings)
-        print("baseline: the same children applied by a plain client ...", flush=True)
-        baseline = operator_bench.baseline_run(cluster, SMD_COUNT)
+        print(f"operator: {size} SMDs to Ready ...", flush=True)
+        numbers = operator_bench.operator_run(cluster, size, temp, tamperings)
+        print(f"baseline: the same children for {size} SMDs applied by a plain client ...", flush=True)
+        numbers |= operator_bench.baseline_run(cluster, size)
+        if tamperings is not None:
+            print("failover: the leader killed ...", flush=True)
+            numbers |= failover_bench.run(cluster, temp)
+    numbers["ratio"] = numbers["operator_seconds_to_ready"] / numbers["baseline_seconds_to_available"]
+    return numbers
+
+
+def main() -> int:
+    tamperings: list[tuple[str, float, float | None]] = []
+    with tempfile.TemporaryDirectory(prefix="securemodels-bench-") as temp:
+        fleets = {
+            size: fleet_at(size, Path(temp), tamperings if size == SIZES[0] else None) for size in SIZES
+        }
     print(f"pki: {CERT_COUNT} server certificates per algorithm ...", flush=True)
     certificates = bench_pki.run(CERT_COUNT)
     print("data path: through the sidecar and direct, on the real node ...", flush=True)
     through_sidecar = data_path.section(data_path.measure())
-    ratio = operator["operator_seconds_to_ready"] / baseline["baseline_seconds_to_available"]
     workers, resync = operator_bench.WORKERS, operator_bench.RESYNC_SECONDS
+
+    def row(what: str, key: str, unit: str, digits: int = 1, scale: float = 1.0) -> tuple[str, ...]:
+        return (what, *(f"{scale * fleets[size][key]:.{digits}f}{unit}" for size in SIZES))
+
     fleet = table(
-        ("measurement", "value"),
+        ("measurement", *(f"{size} SMDs" for size in SIZES)),
         [
-            (
-                f"operator: `kubectl apply` of {SMD_COUNT} SMDs until all are Ready",
-                f"{operator['operator_seconds_to_ready']:.1f} s",
+            row(
+                "operator: `kubectl apply` of every SMD until all are Ready",
+                "operator_seconds_to_ready",
+                " s",
             ),
-            (
-                f"plain client ({workers} workers): create of the same "
-                f"{baseline['baseline_objects']:.0f} child objects",
-                f"{baseline['baseline_seconds_to_apply']:.1f} s",
+            row(
+                f"plain client ({workers} workers): server-side apply of the same child objects",
+                "baseline_seconds_to_apply",
+                " s",
             ),
-            (
-                "plain client: apply, then every Deployment available",
-                f"{baseline['baseline_seconds_to_available']:.1f} s",
+            row(
+                "plain client: apply, then every Deployment available", "baseline_seconds_to_available", " s"
             ),
-            ("ratio operator / plain client (both until the workloads are available)", f"{ratio:.2f}"),
-            (f"operator peak RSS at {SMD_COUNT} SMDs", f"{operator['operator_peak_rss_mib']:.0f} MiB"),
-            (
+            row("ratio operator / plain client (both until the workloads are available)", "ratio", "", 2),
+            row("operator peak RSS", "operator_peak_rss_mib", " MiB", 0),
+            row(
                 f"API writes during {operator_bench.NOOP_RESYNCS} resyncs of the unchanged fleet "
                 f"({resync:.0f} s period)",
-                f"{operator['noop_resync_api_writes']:.0f}",
+                "noop_resync_api_writes",
+                "",
+                0,
             ),
-            (
-                "requests per SMD per resync at rest (judging pods, policies and permissions "
-                "included; watches not counted)",
-                f"{operator['noop_requests_per_smd_per_resync']:.2f}",
+            row(
+                "requests per SMD per resync at rest (watches and Lease renewals not counted)",
+                "noop_requests_per_smd_per_resync",
+                "",
+                2,
             ),
-            ("operator CPU at rest", f"{100 * operator['noop_cpu_share']:.1f} % of a core"),
-            (
+            row("operator CPU at rest", "noop_cpu_share", " % of a core", 1, 100.0),
+            row(
                 "requests per SMD after one cluster-wide RBAC change (SubjectAccessReviews asked again)",
-                f"{operator['rbac_change_requests_per_smd']:.1f}",
+                "rbac_change_requests_per_smd",
+                "",
+                1,
+            ),
+        ],
+    )
+    first = fleets[SIZES[0]]
+    failover = table(
+        ("measurement", "value"),
+        [
+            ("Lease duration (the chart's default)", f"{first['failover_lease_seconds']:.0f} s"),
+            ("SIGKILL of the leader until the standby leads", f"{first['failover_seconds_to_lead']:.1f} s"),
+            (
+                "SIGKILL of the leader until the standby has restored a deleted NetworkPolicy",
+                f"{first['failover_seconds_to_repair']:.1f} s",
             ),
         ],
     )
@@ -100,14 +135,22 @@ Python {platform.python_version()}). One run each; the control plane (etcd, kube
 kube-controller-manager, kube-scheduler, kwok) shares the same CPUs, so read the numbers as a
 same-machine comparison, not as absolute capacity.
 
-## {SMD_COUNT} SecureModelDeployments on the local control plane
+## A fleet of SecureModelDeployments in one namespace on the local control plane
 
 {fleet}
 
-The operator's time includes what the plain client is spared: issuing a CA and {SMD_COUNT} server
-certificates, reading every child back, judging seven controls per SMD, and writing status and Events.
+Each size runs on a control plane of its own. The operator's time includes what the plain client is
+spared: issuing a CA and a server certificate per SMD, judging every control of every SMD from its
+caches, and writing status and Events. At rest it sends nothing but its Lease renewals: every read comes
+from watches.
 
-## Tampering: from the change to the report and the repair ({SMD_COUNT} SMDs settled)
+## Failover ({failover_bench.COUNT} SMDs, two operator processes)
+
+{failover}
+
+The standby keeps its caches warm, so once it holds the Lease its first pass repairs at once.
+
+## Tampering: from the change to the report and the repair ({SIZES[0]} SMDs settled)
 
 {tampering}
 

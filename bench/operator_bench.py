@@ -1,4 +1,5 @@
-"""The operator at 100 SMDs on the local control plane, beside a plain client doing the same writes.
+"""The operator with a fleet of SMDs in one namespace on the local control plane, beside a plain client
+doing the same writes.
 
 - time until every SMD is Ready, from one `kubectl apply` of all of them;
 - the same child objects server-side-applied by a plain concurrent client, until every Deployment is
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from lightkube import AsyncClient, KubeConfig, codecs
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench import tamper_bench
@@ -32,7 +34,6 @@ from securemodels.config import OperatorConfig
 from securemodels.desired.controls import mtls
 from securemodels.desired.model import Context
 from securemodels.desired.naming import Owner
-from securemodels.k8s.client import Kube, load_config
 
 IMAGE = "registry.example.com/ml/bench@sha256:" + "ef" * 32
 OPERATOR_NAMESPACE = "securemodels-system"
@@ -50,7 +51,7 @@ def smd(name: str, namespace: str) -> dict[str, Any]:
     }
 
 
-def _wait(probe: Any, timeout: float, interval: float = 0.5) -> float:
+def wait(probe: Any, timeout: float, interval: float = 0.5) -> float:
     started = time.monotonic()
     while time.monotonic() - started < timeout:
         if probe():
@@ -81,6 +82,11 @@ def _peak_rss_mib(pid: int) -> float:
     raise RuntimeError("no VmHWM")
 
 
+def all_ready(cluster: LocalCluster, namespace: str, count: int) -> bool:
+    items = _json(cluster, "get", "smd", "-n", namespace)["items"]
+    return len(items) == count and all((item.get("status") or {}).get("phase") == "Ready" for item in items)
+
+
 def prepare(cluster: LocalCluster) -> None:
     """The CRD and the operator's namespace, as `helm install` would leave them."""
     crd = Path(__file__).resolve().parents[1] / "crds" / "securemodels.io_securemodeldeployments.yaml"
@@ -93,14 +99,15 @@ def prepare(cluster: LocalCluster) -> None:
         except subprocess.CalledProcessError:  # the API server is still settling after the CRD appeared
             return False
 
-    _wait(is_established, timeout=60)
+    wait(is_established, timeout=60)
     cluster.kubectl("create", "namespace", OPERATOR_NAMESPACE)
 
 
 def operator_run(
-    cluster: LocalCluster, count: int, workdir: Path, tamperings: list[tuple[str, float, float | None]]
+    cluster: LocalCluster, count: int, workdir: Path, tamperings: list[tuple[str, float, float | None]] | None
 ) -> dict[str, float]:
-    """The fleet's numbers; `tamperings` receives (what, seconds to report, seconds to repair)."""
+    """The fleet's numbers; `tamperings`, if given, receives (what, seconds to report, seconds to
+    repair)."""
     namespace = "bench-operator"
     cluster.kubectl("create", "namespace", namespace)
     port = free_port()
@@ -111,19 +118,13 @@ def operator_run(
     }
     process = start_operator(workdir, settings, port, cluster.kubeconfig)
     try:
-        _wait(lambda: _ready_endpoint(port), timeout=60, interval=0.2)
+        wait(lambda: _ready_endpoint(port), timeout=60, interval=0.2)
         started = time.monotonic()
         cluster.kubectl(
             "apply", "-f", "-", stdin=yaml.safe_dump_all([smd(f"m{i}", namespace) for i in range(count)])
         )
 
-        def all_ready() -> bool:
-            items = _json(cluster, "get", "smd", "-n", namespace)["items"]
-            return len(items) == count and all(
-                (item.get("status") or {}).get("phase") == "Ready" for item in items
-            )
-
-        _wait(all_ready, timeout=900)
+        wait(lambda: all_ready(cluster, namespace, count), timeout=3600, interval=1.0)
         to_ready = time.monotonic() - started
         time.sleep(RESYNC_SECONDS * 2)  # the last Ready transitions settle
         writes_before, requests_before = _api_writes(port), tamper_bench.requests_sent(port)
@@ -133,7 +134,10 @@ def operator_run(
         noop_requests = tamper_bench.requests_sent(port) - requests_before
         noop_cpu = tamper_bench.cpu_seconds(process.pid) - cpu_before
         rbac_requests = _requests_after_rbac_change(cluster, port)
-        tamperings.extend(tamper_bench.tampering_times(cluster, namespace, [f"m{i}" for i in range(count)]))
+        if tamperings is not None:
+            tamperings.extend(
+                tamper_bench.tampering_times(cluster, namespace, [f"m{i}" for i in range(count)])
+            )
         return {
             "operator_seconds_to_ready": to_ready,
             "operator_peak_rss_mib": _peak_rss_mib(process.pid),
@@ -205,19 +209,19 @@ def baseline_run(cluster: LocalCluster, count: int) -> dict[str, float]:
     objects = _children(count, namespace)
 
     async def apply_all() -> None:
-        kube = Kube(load_config(cluster.kubeconfig))
+        client = AsyncClient(KubeConfig.from_file(cluster.kubeconfig))
         queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         for item in objects:
             queue.put_nowait(item)
 
         async def worker() -> None:
             while not queue.empty():
-                await kube.create(queue.get_nowait())
+                await client.apply(codecs.from_dict(queue.get_nowait()), field_manager="bench-baseline")
 
         try:
             await asyncio.gather(*(worker() for _ in range(WORKERS)))
         finally:
-            await kube.close()
+            await client.close()
 
     started = time.monotonic()
     asyncio.run(apply_all())
@@ -229,7 +233,7 @@ def baseline_run(cluster: LocalCluster, count: int) -> dict[str, float]:
             (item.get("status") or {}).get("availableReplicas", 0) >= 1 for item in items
         )
 
-    _wait(all_available, timeout=900)
+    wait(all_available, timeout=3600, interval=1.0)
     return {
         "baseline_objects": float(len(objects)),
         "baseline_seconds_to_apply": applied,
