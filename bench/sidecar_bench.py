@@ -259,9 +259,10 @@ def section(results: dict[str, float]) -> str:
     return f"""{HEADING}
 
 The model stub in its own process, called from this one over loopback: directly (plain HTTP), and
-through real nginx running the configuration the operator renders (spec.serving defaults, TLS 1.3 with a
-client certificate, the access log on). Same run, alternating rounds; no CPU limit on nginx here, unlike
-the pod's 500m. Python's http.client is the client on both paths, so its own TLS work is counted.
+through real nginx running the configuration the operator renders (the spec.serving defaults but the
+body limit, TLS 1.3 with a client certificate, the access log on). Same run, alternating rounds; no CPU
+limit on nginx here, unlike the pod's 500m. Python's http.client is the client on both paths, so its own
+TLS work is counted.
 
 | measurement | direct | through the sidecar | added by the sidecar |
 | --- | --- | --- | --- |
@@ -275,8 +276,8 @@ the pod's 500m. Python's http.client is the client on both paths, so its own TLS
 | 100 MiB upload, median of {UPLOAD_ROUNDS} | {results["direct_upload_mib_s"]:.0f} MiB/s | \
 {results["sidecar_upload_mib_s"]:.0f} MiB/s | ratio {results["upload_ratio"]:.2f} |
 
-The upload streams through nginx to the model (no request buffering)
-and passes because its limit is raised for it; the default `maxRequestBodySize` is 64Mi.
+The upload streams through nginx to the model (no request buffering) and passes because the limit is
+raised for it; the default `maxRequestBodySize` is 64Mi.
 """
 
 
