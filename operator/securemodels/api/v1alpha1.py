@@ -882,6 +882,9 @@ _BYTE_UNITS = {"": 1, "Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30}
 _BYTE_SIZE = re.compile(r"([0-9]+)(Ki|Mi|Gi)?")
 MIN_REQUEST_BODY, MAX_REQUEST_BODY = "1Ki", "4Gi"
 MIN_RESPONSE_TIMEOUT, MAX_RESPONSE_TIMEOUT = "1s", "1h"
+# Inference payloads (images, audio, batches) outgrow nginx's 1 MiB; a busy LLM with a long prompt can
+# take longer than nginx's 60 s to its first token.
+DEFAULT_MAX_REQUEST_BODY, DEFAULT_RESPONSE_TIMEOUT = "64Mi", "5m"
 MAX_REQUESTS_PER_SECOND = 10000
 ServingProtocol = Literal["HTTP", "GRPC"]
 
@@ -970,7 +973,7 @@ class Serving(ApiModel):
         ),
     )
     max_request_body_size: str = Field(
-        "64Mi",
+        DEFAULT_MAX_REQUEST_BODY,
         pattern=BYTE_SIZE_PATTERN,
         max_length=16,
         description=(
@@ -979,7 +982,7 @@ class Serving(ApiModel):
         ),
     )
     response_timeout: str = Field(
-        "5m",
+        DEFAULT_RESPONSE_TIMEOUT,
         pattern=DURATION_PATTERN,
         min_length=2,
         max_length=16,

@@ -7,6 +7,12 @@ whole configuration, with no includes and nothing taken from the image, so the h
 exactly what the pod runs. The container's root filesystem is read-only: everything nginx writes goes
 under one temporary directory.
 
+Between the client and the model nothing is held back: bodies and answers stream, so a token reaches the
+client when the model writes it. What the sidecar refuses itself (no certificate, an undeclared
+identity, a body too large, a client over its rate, a model down or too slow) it answers with a fixed
+message, and every request leaves one JSON log line that names the client and holds no query string,
+header value or body.
+
 Pure: it returns text; the caller puts it in a ConfigMap.
 """
 
@@ -19,7 +25,15 @@ from dataclasses import dataclass
 from typing import Literal
 
 from securemodels import pki
-from securemodels.api.v1alpha1 import HEALTH_PORT, TLS_PORT, ServingProtocol
+from securemodels.api.v1alpha1 import (
+    DEFAULT_MAX_REQUEST_BODY,
+    DEFAULT_RESPONSE_TIMEOUT,
+    HEALTH_PORT,
+    TLS_PORT,
+    ServingProtocol,
+    byte_size,
+    seconds,
+)
 
 # The TLS Secret is mounted as a directory: its keys are the file names.
 CERT_FILE = pki.CERT_KEY
@@ -65,11 +79,11 @@ class RateLimit:
 
 @dataclass(frozen=True)
 class Traffic:
-    """How requests pass the door, resolved from spec.serving (the defaults are the API's)."""
+    """How requests pass the door, resolved from spec.serving, with the API's defaults."""
 
     protocol: ServingProtocol = "HTTP"
-    max_body_bytes: int = 64 * 1024 * 1024
-    response_timeout_seconds: int = 300
+    max_body_bytes: int = byte_size(DEFAULT_MAX_REQUEST_BODY)
+    response_timeout_seconds: int = seconds(DEFAULT_RESPONSE_TIMEOUT)
     rate_limit: RateLimit | None = None
     access_log: bool = True
     # The model's HTTP port for the health path, when it is not the serving port (gRPC).
