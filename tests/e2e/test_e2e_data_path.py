@@ -206,7 +206,7 @@ def test_no_client_certificate_is_refused(deployed: Deployed) -> None:
     # nginx finishes the handshake and answers 400 itself, or the TLS layer fails: either way, no answer
     # from the model.
     assert refused.get("stage") == "tls" or (
-        refused.get("status") == 400 and "No required SSL certificate" in refused.get("body", "")
+        refused.get("status") == 400 and "client certificate required" in refused.get("body", "")
     ), refused
     assert gateway_get(deployed.cluster, "/v1/predict", *tls(GATEWAY_TLS)).get("status") == 200
 

@@ -13,7 +13,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Literal
@@ -28,14 +28,17 @@ from mtls.sidecar import (
     REPO,
     SERVER_NAMES,
     Certificates,
+    GrpcModel,
     ModelServer,
     Sidecar,
     StartSidecar,
     free_port,
 )
 from securemodels import pki
-from securemodels.desired.nginx import SidecarPaths, render_nginx_conf
+from securemodels.desired.nginx import SidecarPaths, Traffic, render_nginx_conf
 from securemodels.pki import KeyPair
+
+DEFAULT_TRAFFIC = Traffic()
 
 
 @pytest.fixture(scope="session")
@@ -65,10 +68,24 @@ def model_server() -> Iterator[ModelServer]:
     thread.join(timeout=5)
 
 
+@pytest.fixture(scope="session")
+def grpc_server() -> Iterator[GrpcModel]:
+    server = GrpcModel()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def grpc_model(grpc_server: GrpcModel) -> GrpcModel:
+    """The stand-in gRPC model, with this test's calls only."""
+    grpc_server.seen.clear()
+    return grpc_server
+
+
 @pytest.fixture
 def model(model_server: ModelServer) -> ModelServer:
     """The stand-in model, with this test's requests only."""
-    model_server.seen.clear()
+    model_server.reset()
     return model_server
 
 
@@ -96,6 +113,9 @@ def start_sidecar(
         identities: Sequence[str] = (IDENTITY,),
         server: KeyPair | None = None,
         bundle: bytes | None = None,
+        traffic: Traffic = DEFAULT_TRAFFIC,
+        model_port: int | None = None,
+        edit: Callable[[str], str] | None = None,
         run: bool = True,
     ) -> Sidecar:
         base = Path(tempfile.mkdtemp(prefix="securemodels-nginx-"))
@@ -108,15 +128,18 @@ def start_sidecar(
         paths = SidecarPaths(tls_dir=str(base / "tls"), tmp_dir=str(base / "tmp"))
         tls_port, health_port = free_port(), free_port()
         conf = render_nginx_conf(
-            model_port=model_server.port,
+            model_port=model_port or model_server.port,
             health_path=MODEL_HEALTH_PATH,
             min_tls_version=min_tls_version,
             client_identities=identities,
+            traffic=traffic,
             tls_port=tls_port,
             health_port=health_port,
             paths=paths,
             listen_address=LOOPBACK,
         )
+        if edit is not None:  # only for tests that show what a changed configuration would do
+            conf = edit(conf)
         sidecar = Sidecar(nginx_binary, base, paths, tls_port, health_port, conf)
         sidecar.install(server or certificates.server, bundle or certificates.ca.bundle_pem())
         if run:

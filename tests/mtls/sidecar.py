@@ -5,16 +5,24 @@ The fixtures that put them together are in conftest.py; the tests import names f
 
 from __future__ import annotations
 
+import hashlib
+import http.client
 import json
 import os
 import socket
+import ssl
 import subprocess
+import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+import urllib.parse
+from collections.abc import Callable, Iterator, Mapping
+from concurrent import futures
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+
+import grpc
 
 from securemodels import pki
 from securemodels.desired.nginx import SidecarPaths
@@ -26,7 +34,10 @@ ALGORITHM: pki.KeyAlgorithm = "ECDSA-P256"
 IDENTITY = "gateway.ml-gw"
 SERVER_NAMES = ("fraud", "fraud.ml-prod.svc", "fraud.ml-prod.svc.cluster.local")
 MODEL_HEALTH_PATH = "/health/ready"
+SERVER_NAME = SERVER_NAMES[1]
 START_TIMEOUT = 10.0
+EVENTS = 10
+EVENT_INTERVAL_SECONDS = 0.1
 
 
 def nginx_environment() -> dict[str, str]:
@@ -36,28 +47,83 @@ def nginx_environment() -> dict[str, str]:
 
 
 class ModelHandler(BaseHTTPRequestHandler):
-    """Stands in for the model: answers with what it received, so tests see what nginx forwarded."""
+    """Stands in for the model: answers with what it received, so tests see what nginx forwarded.
+
+    GET /v1/stream?kind=sse|chunked|buffer-me  ten events 100 ms apart, each in its own chunk; the
+                                                moment each is written is kept in `written`
+    GET /v1/slow?seconds=S                      answers after S seconds
+    POST /v1/digest                             the body's length and SHA-256, read as it arrives
+    any other GET                               the path and identity headers it got, as JSON
+    any other POST                              the body, echoed
+    """
 
     server: ModelServer
+    protocol_version = "HTTP/1.1"  # kept-alive connections and chunked answers, as model servers do
+    # Headers and body leave in separate writes; with Nagle's algorithm the body would wait for the
+    # delayed ACK of the previous write.
+    disable_nagle_algorithm = True
 
-    def _reply(self, body: bytes) -> None:
+    def _record(self) -> None:
         self.server.seen.append({"method": self.command, "path": self.path, "headers": dict(self.headers)})
+
+    def _reply(self, body: bytes, content_type: str = "application/octet-stream") -> None:
         self.send_response(200)
-        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
 
     def do_GET(self) -> None:
+        self._record()
+        url = urllib.parse.urlsplit(self.path)
+        query = urllib.parse.parse_qs(url.query)
+        if url.path == "/v1/stream":
+            self._stream(query.get("kind", ["sse"])[0])
+            return
+        if url.path == "/v1/slow":
+            time.sleep(float(query["seconds"][0]))
         received = {
             "path": self.path,
             "identity": self.headers.get_all("X-Client-Identity"),
             "underscored_identity": self.headers.get_all("X_Client_Identity"),
         }
-        self._reply(json.dumps(received).encode())
+        self._reply(json.dumps(received).encode(), "application/json")
 
     def do_POST(self) -> None:
-        self._reply(self.rfile.read(int(self.headers.get("Content-Length", "0"))))
+        self._record()
+        length = int(self.headers.get("Content-Length", "0"))
+        if urllib.parse.urlsplit(self.path).path != "/v1/digest":
+            self._reply(self.rfile.read(length))
+            return
+        digest, remaining = hashlib.sha256(), length
+        while remaining:
+            chunk = self.rfile.read1(min(remaining, 1 << 16))
+            if not chunk:
+                break
+            digest.update(chunk)
+            remaining -= len(chunk)
+            self.server.body_arriving.set()
+        answer = {"length": length - remaining, "sha256": digest.hexdigest()}
+        self._reply(json.dumps(answer).encode(), "application/json")
+
+    def _stream(self, kind: str) -> None:
+        self.send_response(200)
+        if kind == "chunked":
+            self.send_header("Content-Type", "application/octet-stream")
+        else:
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Cache-Control", "no-cache")
+            # What a model may send to nginx; "yes" asks for the buffering the sidecar must not do.
+            self.send_header("X-Accel-Buffering", "yes" if kind == "buffer-me" else "no")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        for number in range(EVENTS):
+            event = f"id: {number}\ndata: token-{number}\n\n".encode()
+            self.server.written.append(time.monotonic())
+            self.wfile.write(f"{len(event):x}\r\n".encode() + event + b"\r\n")
+            self.wfile.flush()
+            time.sleep(EVENT_INTERVAL_SECONDS)
+        self.wfile.write(b"0\r\n\r\n")
 
     def log_message(self, format: str, *args: object) -> None:
         pass
@@ -69,10 +135,58 @@ class ModelServer(ThreadingHTTPServer):
     def __init__(self) -> None:
         super().__init__((LOOPBACK, 0), ModelHandler)
         self.seen: list[dict[str, object]] = []
+        self.written: list[float] = []  # time.monotonic() of each streamed event, as it was written
+        self.body_arriving = threading.Event()  # set once a /v1/digest body has started to arrive
+
+    def reset(self) -> None:
+        self.seen.clear()
+        self.written.clear()
+        self.body_arriving.clear()
 
     @property
     def port(self) -> int:
         return int(self.server_address[1])
+
+
+class GrpcModel:
+    """Stands in for a gRPC model (Triton, KServe v2): plain HTTP/2 on loopback, as behind the sidecar.
+
+    /test.Model/Echo answers "<request>|<x-client-identity metadata>"; /test.Model/Stream answers three
+    messages. Bytes in and out, so no generated code: the sidecar sees the same frames either way.
+    """
+
+    SERVICE = "test.Model"
+
+    def __init__(self) -> None:
+        self.seen: list[dict[str, str]] = []
+        handlers = grpc.method_handlers_generic_handler(
+            self.SERVICE,
+            {
+                "Echo": grpc.unary_unary_rpc_method_handler(self._echo),
+                "Stream": grpc.unary_stream_rpc_method_handler(self._stream),
+            },
+        )
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+        self.server.add_generic_rpc_handlers((handlers,))
+        self.port = self.server.add_insecure_port(f"{LOOPBACK}:0")
+        self.server.start()
+
+    def _metadata(self, context: grpc.ServicerContext) -> dict[str, str]:
+        found = {key: str(value) for key, value in context.invocation_metadata()}
+        self.seen.append(found)
+        return found
+
+    def _echo(self, request: bytes, context: grpc.ServicerContext) -> bytes:
+        identity = self._metadata(context).get("x-client-identity", "")
+        return request + b"|" + identity.encode()
+
+    def _stream(self, request: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
+        self._metadata(context)
+        for number in range(3):
+            yield request + f"-{number}".encode()
+
+    def stop(self) -> None:
+        self.server.stop(grace=None)
 
 
 @dataclass(frozen=True)
@@ -188,3 +302,97 @@ class Sidecar:
 
 
 StartSidecar = Callable[..., Sidecar]
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What a client got: an HTTP answer, or the TLS or connection error that stopped it."""
+
+    status: int | None = None
+    body: bytes = b""
+    error: str | None = None
+    tls_version: str | None = None
+    cipher: str | None = None
+    server_fingerprint: str | None = None
+    resumed: bool = False
+
+    def json(self) -> dict[str, object]:
+        parsed = json.loads(self.body)
+        assert isinstance(parsed, dict)
+        return parsed
+
+
+class Client:
+    """A TLS client as a caller pod would be: it trusts the bundle from its Secret, presents its cert."""
+
+    def __init__(
+        self,
+        directory: Path,
+        trust: bytes,
+        pair: KeyPair | None = None,
+        *,
+        maximum_version: ssl.TLSVersion | None = None,
+        ciphers: str | None = None,
+    ) -> None:
+        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        # Strict RFC 5280 checks: the operator's certificates must pass them, not just OpenSSL's defaults.
+        self.context.verify_flags |= ssl.VERIFY_X509_STRICT
+        self.context.load_verify_locations(cadata=trust.decode())
+        if pair is not None:
+            directory.mkdir(parents=True, exist_ok=True)
+            cert_file, key_file = directory / "tls.crt", directory / "tls.key"
+            cert_file.write_bytes(pair.cert_pem)
+            key_file.write_bytes(pair.key_pem)
+            self.context.load_cert_chain(cert_file, key_file)
+        if maximum_version is not None:
+            self.context.maximum_version = maximum_version
+        if ciphers is not None:
+            self.context.set_ciphers(ciphers)
+        self.session: ssl.SSLSession | None = None
+
+    def get(self, port: int, path: str = "/v1/predict", headers: Mapping[str, str] | None = None) -> Reply:
+        return self.request(port, "GET", path, headers=headers)
+
+    def request(
+        self,
+        port: int,
+        method: str,
+        path: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        body: bytes = b"",
+    ) -> Reply:
+        try:
+            raw = socket.create_connection((LOOPBACK, port), timeout=5)
+            tls = self.context.wrap_socket(raw, server_hostname=SERVER_NAME, session=self.session)
+        except (ssl.SSLError, OSError) as error:
+            return Reply(error=f"{type(error).__name__}: {error}")
+        with tls:
+            peer = tls.getpeercert(binary_form=True)
+            handshake = Reply(
+                tls_version=tls.version(),
+                cipher=(tls.cipher() or (None,))[0],
+                server_fingerprint=hashlib.sha256(peer).hexdigest() if peer else None,
+                resumed=bool(tls.session_reused),
+            )
+            connection = http.client.HTTPConnection(SERVER_NAME, port, timeout=5)
+            connection.sock = tls
+            try:
+                connection.request(method, path, body=body or None, headers=dict(headers or {}))
+                response = connection.getresponse()
+                # TLS 1.3 session tickets arrive after the handshake: by now they would have.
+                self.session = tls.session
+                content = response.read()
+            except (ssl.SSLError, OSError, http.client.HTTPException) as error:
+                return replace(handshake, error=f"{type(error).__name__}: {error}")
+            return replace(handshake, status=response.status, body=content)
+
+
+def plain_get(port: int, path: str) -> tuple[int, bytes]:
+    connection = http.client.HTTPConnection(LOOPBACK, port, timeout=5)
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()

@@ -7,16 +7,11 @@ Each test here makes that claim fail if the configuration or the certificates ar
 
 from __future__ import annotations
 
-import hashlib
-import http.client
 import json
 import os
-import socket
 import ssl
 import subprocess
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -29,113 +24,19 @@ from cryptography.x509.oid import NameOID
 from mtls.sidecar import (
     ALGORITHM,
     IDENTITY,
-    LOOPBACK,
     MODEL_HEALTH_PATH,
     SERVER_NAMES,
     Certificates,
+    Client,
     ModelServer,
+    Reply,
     StartSidecar,
     nginx_environment,
+    plain_get,
 )
 from securemodels import pki
 from securemodels.desired.nginx import TLS12_CIPHERS
 from securemodels.pki import CAState, KeyPair
-
-SERVER_NAME = SERVER_NAMES[1]
-
-
-@dataclass(frozen=True)
-class Reply:
-    """What a client got: an HTTP answer, or the TLS or connection error that stopped it."""
-
-    status: int | None = None
-    body: bytes = b""
-    error: str | None = None
-    tls_version: str | None = None
-    cipher: str | None = None
-    server_fingerprint: str | None = None
-    resumed: bool = False
-
-    def json(self) -> dict[str, object]:
-        parsed = json.loads(self.body)
-        assert isinstance(parsed, dict)
-        return parsed
-
-
-class Client:
-    """A TLS client as a caller pod would be: it trusts the bundle from its Secret, presents its cert."""
-
-    def __init__(
-        self,
-        directory: Path,
-        trust: bytes,
-        pair: KeyPair | None = None,
-        *,
-        maximum_version: ssl.TLSVersion | None = None,
-        ciphers: str | None = None,
-    ) -> None:
-        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        # Strict RFC 5280 checks: the operator's certificates must pass them, not just OpenSSL's defaults.
-        self.context.verify_flags |= ssl.VERIFY_X509_STRICT
-        self.context.load_verify_locations(cadata=trust.decode())
-        if pair is not None:
-            directory.mkdir(parents=True, exist_ok=True)
-            cert_file, key_file = directory / "tls.crt", directory / "tls.key"
-            cert_file.write_bytes(pair.cert_pem)
-            key_file.write_bytes(pair.key_pem)
-            self.context.load_cert_chain(cert_file, key_file)
-        if maximum_version is not None:
-            self.context.maximum_version = maximum_version
-        if ciphers is not None:
-            self.context.set_ciphers(ciphers)
-        self.session: ssl.SSLSession | None = None
-
-    def get(self, port: int, path: str = "/v1/predict", headers: Mapping[str, str] | None = None) -> Reply:
-        return self.request(port, "GET", path, headers=headers)
-
-    def request(
-        self,
-        port: int,
-        method: str,
-        path: str,
-        *,
-        headers: Mapping[str, str] | None = None,
-        body: bytes = b"",
-    ) -> Reply:
-        try:
-            raw = socket.create_connection((LOOPBACK, port), timeout=5)
-            tls = self.context.wrap_socket(raw, server_hostname=SERVER_NAME, session=self.session)
-        except (ssl.SSLError, OSError) as error:
-            return Reply(error=f"{type(error).__name__}: {error}")
-        with tls:
-            peer = tls.getpeercert(binary_form=True)
-            handshake = Reply(
-                tls_version=tls.version(),
-                cipher=(tls.cipher() or (None,))[0],
-                server_fingerprint=hashlib.sha256(peer).hexdigest() if peer else None,
-                resumed=bool(tls.session_reused),
-            )
-            connection = http.client.HTTPConnection(SERVER_NAME, port, timeout=5)
-            connection.sock = tls
-            try:
-                connection.request(method, path, body=body or None, headers=dict(headers or {}))
-                response = connection.getresponse()
-                # TLS 1.3 session tickets arrive after the handshake: by now they would have.
-                self.session = tls.session
-                content = response.read()
-            except (ssl.SSLError, OSError, http.client.HTTPException) as error:
-                return replace(handshake, error=f"{type(error).__name__}: {error}")
-            return replace(handshake, status=response.status, body=content)
-
-
-def plain_get(port: int, path: str) -> tuple[int, bytes]:
-    connection = http.client.HTTPConnection(LOOPBACK, port, timeout=5)
-    try:
-        connection.request("GET", path)
-        response = connection.getresponse()
-        return response.status, response.read()
-    finally:
-        connection.close()
 
 
 def assert_refused(reply: Reply, model: ModelServer) -> None:
@@ -508,11 +409,11 @@ def test_health_port(start_sidecar: StartSidecar, model: ModelServer) -> None:
 # ------------------------------------------------------------------------------ read-only container
 
 
-def test_large_requests_and_answers_are_buffered_in_the_temp_dir(
+def test_large_requests_and_answers_pass_with_nginx_writing_only_to_the_temp_dir(
     start_sidecar: StartSidecar, certificates: Certificates, model: ModelServer, tmp_path: Path
 ) -> None:
     sidecar = start_sidecar()
-    # Larger than nginx's in-memory buffers, within its default 1 MiB request limit.
+    # Larger than nginx's in-memory buffers: they stream through, and what nginx keeps is in tmp_dir.
     payload = os.urandom(768 * 1024)
     client = Client(tmp_path, certificates.ca.bundle_pem(), certificates.client)
 

@@ -93,6 +93,11 @@ ALICE = {"kind": "User", "name": "alice"}
 EXISTS_VALUE = rule("a toleration with operator Exists")
 NODE_SELECTOR_KEYS = rule("spec.scheduling.nodeSelector: keys")
 TOLERATION_SECONDS = rule("tolerationSeconds applies")
+GRPC_HEALTH_PORT = rule("spec.serving.healthPort is required")
+HEALTH_PORT = rule("spec.serving.healthPort must not be")
+GRPC_HEALTH_PORT_DIFFERS = rule("spec.serving.healthPort must differ")
+BODY_SIZE = rule("spec.serving.maxRequestBodySize must be between")
+RESPONSE_TIMEOUT = rule("spec.serving.responseTimeout must be between")
 
 
 def tolerating(**toleration: Any) -> dict[str, Any]:
@@ -100,6 +105,54 @@ def tolerating(**toleration: Any) -> dict[str, Any]:
 
 
 CASES = [
+    Case(
+        "gRPC without an HTTP health port",
+        GRPC_HEALTH_PORT,
+        {"serving": {"protocol": "GRPC"}},
+        {"serving": {"protocol": "GRPC", "healthPort": 8000}},
+    ),
+    Case(
+        "health port on the sidecar's TLS port",
+        HEALTH_PORT,
+        {"serving": {"healthPort": 8443}},
+        {"serving": {"healthPort": 8000}},
+    ),
+    Case(
+        "health port on the sidecar's health port",
+        HEALTH_PORT,
+        {"serving": {"healthPort": 8081}},
+        {"serving": {"healthPort": 8082}},
+    ),
+    Case(
+        "gRPC health on the gRPC port",
+        GRPC_HEALTH_PORT_DIFFERS,
+        {"model": {"port": 8001}, "serving": {"protocol": "GRPC", "healthPort": 8001}},
+        {"model": {"port": 8001}, "serving": {"protocol": "GRPC", "healthPort": 8000}},
+    ),
+    Case(
+        "request body limit under 1Ki",
+        BODY_SIZE,
+        {"serving": {"maxRequestBodySize": "1023"}},
+        {"serving": {"maxRequestBodySize": "1024"}},
+    ),
+    Case(
+        "request body limit over 4Gi",
+        BODY_SIZE,
+        {"serving": {"maxRequestBodySize": "4097Mi"}},
+        {"serving": {"maxRequestBodySize": "4Gi"}},
+    ),
+    Case(
+        "response timeout under a second",
+        RESPONSE_TIMEOUT,
+        {"serving": {"responseTimeout": "0s"}},
+        {"serving": {"responseTimeout": "1s"}},
+    ),
+    Case(
+        "response timeout over an hour",
+        RESPONSE_TIMEOUT,
+        {"serving": {"responseTimeout": "60m1s"}},
+        {"serving": {"responseTimeout": "1h"}},
+    ),
     Case(
         "node selector key that is no label key",
         NODE_SELECTOR_KEYS,

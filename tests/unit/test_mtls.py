@@ -15,6 +15,7 @@ from securemodels.desired import judging, naming
 from securemodels.desired.controls import mtls
 from securemodels.desired.model import Context, ControlResult, Manifest, Observed
 from securemodels.desired.naming import ChildRef
+from securemodels.desired.nginx import RateLimit, Traffic
 from securemodels.desired.selectors import selector_matches
 from securemodels.pki import KeyPair
 from unit.builders import (
@@ -191,8 +192,10 @@ def test_pod_annotations_name_the_certificate_and_config() -> None:
         (SERVER, CLIENTS, mtls.CONFIG_ANNOTATION),
         (SERVER, {"mtls": {"minTLSVersion": "1.2"}}, mtls.CONFIG_ANNOTATION),
         (SERVER, {"model": {"port": 9000}}, mtls.CONFIG_ANNOTATION),
+        (SERVER, {"serving": {"rateLimit": {"requestsPerSecond": 5}}}, mtls.CONFIG_ANNOTATION),
+        (SERVER, {"serving": {"accessLog": False}}, mtls.CONFIG_ANNOTATION),
     ],
-    ids=["renewed certificate", "new CA bundle", "clients", "TLS version", "model port"],
+    ids=["renewed certificate", "new CA bundle", "clients", "TLS version", "model port", "rate", "log"],
 )
 def test_pod_annotations_change_with_what_nginx_loads(
     server: mtls.ServerTLS, spec: dict[str, Any], changed: str
@@ -213,6 +216,45 @@ def test_deployment_template_carries_the_annotations() -> None:
 def test_weakenings() -> None:
     assert mtls.weakenings(context()) == ()
     assert mtls.weakenings(context(mtls={"minTLSVersion": "1.2"})) == ("TLS12",)
+    assert mtls.weakenings(context(serving={"accessLog": False})) == ("AccessLogOff",)
+
+
+def test_traffic_is_spec_serving_in_bytes_and_seconds() -> None:
+    assert mtls.traffic(context()) == Traffic(
+        protocol="HTTP",
+        max_body_bytes=64 << 20,
+        response_timeout_seconds=300,
+        rate_limit=None,
+        access_log=True,
+    )
+    serving = {
+        "protocol": "GRPC",
+        "healthPort": 8000,
+        "maxRequestBodySize": "512Ki",
+        "responseTimeout": "1h",
+        "rateLimit": {"requestsPerSecond": 20},
+        "accessLog": False,
+    }
+    assert mtls.traffic(context(model={"port": 8001}, serving=serving)) == Traffic(
+        protocol="GRPC",
+        max_body_bytes=512 << 10,
+        response_timeout_seconds=3600,
+        rate_limit=RateLimit(requests_per_second=20, burst=20),
+        access_log=False,
+        health_port=8000,
+    )
+    explicit = {"rateLimit": {"requestsPerSecond": 20, "burst": 0}}
+    assert mtls.traffic(context(serving=explicit)).rate_limit == RateLimit(20, 0)
+
+
+def test_nginx_conf_follows_spec_serving() -> None:
+    conf = mtls.nginx_conf(
+        context(model={"port": 8001}, serving={"protocol": "GRPC", "healthPort": 8000, "accessLog": False})
+    )
+
+    assert "grpc_pass grpc://securemodels_model;" in conf
+    assert "server 127.0.0.1:8000;" in conf
+    assert "access_log /dev/stdout" not in conf
 
 
 def verdict(ctx: Context, observed: Observed) -> ControlResult:
@@ -235,6 +277,16 @@ def test_check_reports_tls_12_as_a_weakening() -> None:
 
     assert (result.status, result.reason, result.weakenings) == ("Weakened", "TLS12", ("TLS12",))
     assert "spec.mtls.minTLSVersion" in result.message
+
+
+def test_check_reports_every_weakening() -> None:
+    ctx = context(mtls={"minTLSVersion": "1.2"}, serving={"accessLog": False})
+    result = mtls.check(ctx, observe(ctx))
+
+    assert (result.status, result.reason) == ("Weakened", "TLS12,AccessLogOff")
+    assert result.weakenings == ("TLS12", "AccessLogOff")
+    assert "spec.mtls.minTLSVersion" in result.message
+    assert "spec.serving.accessLog" in result.message
 
 
 def test_a_failure_outranks_the_weakening() -> None:

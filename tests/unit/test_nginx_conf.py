@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import re
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
 from securemodels.desired import nginx
-from securemodels.desired.nginx import SidecarPaths, render_nginx_conf
+from securemodels.desired.nginx import RateLimit, SidecarPaths, Traffic, render_nginx_conf
 
 IDENTITIES = ("gateway.ml-gw", "batch-scorer.ml-jobs")
 MAP_OPENING = '    map "$ssl_client_verify $ssl_client_s_dn" $securemodels_client_identity'
@@ -54,7 +56,7 @@ def test_main_context_fits_a_read_only_container() -> None:
 
     assert directives(conf, "daemon") == ["off"]
     assert directives(conf, "pid") == ["/scratch/nginx.pid"]
-    assert directives(conf, "error_log") == ["stderr warn"]
+    assert directives(conf, "error_log") == ["stderr crit"]  # below it, lines carry the query string
     assert directives(conf, "access_log")[0] == "/dev/stdout securemodels"
     temp_paths = {
         name: directives(conf, f"{name}_temp_path")
@@ -238,3 +240,179 @@ def test_braces_balance() -> None:
     conf = render(min_tls_version="1.2")
     assert conf.count("{") == conf.count("}")
     assert block(conf, "http").endswith("}")
+
+
+# ------------------------------------------------------------------------------- streaming and limits
+
+GRPC = Traffic(protocol="GRPC", health_port=8000)
+
+
+def model_location(conf: str) -> str:
+    return block(tls_server(conf), "location /")
+
+
+def test_streams_both_ways_and_the_model_cannot_turn_buffering_back_on() -> None:
+    location = model_location(render())
+
+    assert directives(location, "proxy_request_buffering") == ["off"]  # bodies stream, never to disk
+    assert directives(location, "proxy_buffering") == ["off"]
+    assert directives(location, "proxy_http_version") == ["1.1"]  # chunked answers pass as chunks
+    [ignored] = directives(location, "proxy_ignore_headers")
+    assert set(ignored.split()) == set(nginx.MODEL_CONTROL_HEADERS)
+    assert {"X-Accel-Buffering", "X-Accel-Redirect"} <= set(ignored.split())
+    assert "gzip" not in render()  # nginx's default, off: compression would hold bytes back
+
+
+def test_request_body_limit_and_model_timeouts() -> None:
+    default = tls_server(render())
+    assert directives(default, "client_max_body_size") == [str(64 * 1024 * 1024)]
+    assert directives(model_location(render()), "proxy_read_timeout") == ["300s"]
+
+    conf = render(traffic=Traffic(max_body_bytes=1024, response_timeout_seconds=7))
+    assert directives(tls_server(conf), "client_max_body_size") == ["1024"]
+    assert directives(model_location(conf), "proxy_read_timeout") == ["7s"]
+    assert directives(model_location(conf), "proxy_send_timeout") == ["7s"]
+    grpc = model_location(render(model_port=8001, traffic=replace(GRPC, response_timeout_seconds=7)))
+    assert directives(grpc, "grpc_read_timeout") == directives(grpc, "grpc_send_timeout") == ["7s"]
+
+
+def test_grpc_mode_speaks_http2_to_the_client_and_grpc_to_the_model() -> None:
+    conf = render(model_port=8001, traffic=GRPC)
+    location = model_location(conf)
+
+    assert directives(tls_server(conf), "listen") == ["8443 ssl http2"]
+    assert directives(location, "grpc_pass") == ["grpc://securemodels_model"]
+    assert directives(location, "grpc_set_header") == ["X-Client-Identity $securemodels_client_identity"]
+    assert set(directives(location, "grpc_ignore_headers")[0].split()) == set(nginx.MODEL_CONTROL_HEADERS)
+    assert "proxy_pass" not in tls_server(conf)
+    assert directives(block(conf, "upstream securemodels_model"), "server") == ["127.0.0.1:8001"]
+
+
+def tls_settings(conf: str) -> list[tuple[str, list[str]]]:
+    server = tls_server(conf)
+    names = ("ssl_[a-z_]+", "if")
+    return [(name, directives(server, name)) for name in names] + [
+        ("identity check", [line for line in server.splitlines() if "securemodels_client_identity =" in line])
+    ]
+
+
+@pytest.mark.parametrize("min_tls_version", ["1.3", "1.2"])
+def test_grpc_mode_keeps_the_certificates_and_the_allow_list_of_http_mode(min_tls_version: str) -> None:
+    http = render(model_port=8001, min_tls_version=min_tls_version)
+    grpc = render(model_port=8001, min_tls_version=min_tls_version, traffic=GRPC)
+
+    assert tls_settings(grpc) == tls_settings(http)
+    assert block(grpc, MAP_OPENING) == block(http, MAP_OPENING)
+    assert 'if ($securemodels_client_identity = "") {\n            return 403;\n        }' in tls_server(grpc)
+
+
+def test_health_goes_to_its_own_port_when_given() -> None:
+    conf = render(model_port=8001, health_path="/v2/health/ready", traffic=GRPC)
+
+    assert directives(block(conf, "upstream securemodels_model_health"), "server") == ["127.0.0.1:8000"]
+    assert directives(block(health_server(conf), "location = /healthz"), "proxy_pass") == [
+        "http://securemodels_model_health/v2/health/ready"
+    ]
+    assert "securemodels_model_health" not in render()
+
+
+def refusal_locations(conf: str) -> dict[int, str]:
+    server = tls_server(conf)
+    return {refusal.codes[0]: block(server, f"location {refusal.location}") for refusal in nginx.REFUSALS}
+
+
+def test_every_error_the_sidecar_makes_has_its_own_answer() -> None:
+    server = tls_server(render())
+    pages = directives(server, "error_page")
+
+    assert pages == [
+        " ".join(str(code) for code in refusal.codes) + f" {refusal.location}" for refusal in nginx.REFUSALS
+    ]
+    raised = {code for refusal in nginx.REFUSALS for code in refusal.codes}
+    assert {400, 403, 413, 429, 495, 496, 502, 504} <= raised
+    assert directives(server, "limit_req_status") == ["429"]
+
+
+def test_http_refusals_are_fixed_json_without_upstream_details() -> None:
+    for code, location in refusal_locations(render()).items():
+        [(status, body)] = re.findall(r"^\s*return (\d+) '(.*)';$", location, re.MULTILINE)
+        refusal = next(item for item in nginx.REFUSALS if item.codes[0] == code)
+        assert int(status) == refusal.status
+        assert json.loads(body.removesuffix("\\n")) == {"error": refusal.message}
+        assert "$" not in location  # no variable: nothing of the request, the model or nginx
+        assert directives(location, "default_type") == ["application/json"]
+    assert directives(refusal_locations(render())[429], "add_header") == ['Retry-After "1" always']
+
+
+def test_grpc_refusals_are_grpc_statuses_logged_with_the_http_status() -> None:
+    conf = render(model_port=8001, traffic=GRPC)
+    assert directives(tls_server(conf), "error_page")[0] == "400 494 497 =200 @securemodels_refused_400"
+    for code, location in refusal_locations(conf).items():
+        refusal = next(item for item in nginx.REFUSALS if item.codes[0] == code)
+        assert directives(location, "return") == ["200"]
+        assert directives(location, "default_type") == ["application/grpc"]
+        assert f'grpc-status "{refusal.grpc_status}" always' in directives(location, "add_header")
+        assert directives(location, "set") == [f"$securemodels_refused {refusal.status}"]
+
+
+def test_rate_limit_is_a_bucket_per_verified_identity() -> None:
+    assert "limit_req" not in model_location(render())
+
+    conf = render(traffic=Traffic(rate_limit=RateLimit(requests_per_second=20, burst=40)))
+    assert directives(conf, "limit_req_zone") == [
+        "$securemodels_client_identity zone=securemodels_clients:1m rate=20r/s"
+    ]
+    assert directives(model_location(conf), "limit_req") == ["zone=securemodels_clients burst=40 nodelay"]
+    # Only the model's location counts requests: refusals and the health server do not.
+    assert directives(conf, "limit_req") == directives(model_location(conf), "limit_req")
+    strict = render(traffic=Traffic(rate_limit=RateLimit(requests_per_second=1, burst=0)))
+    assert directives(model_location(strict), "limit_req") == ["zone=securemodels_clients nodelay"]
+
+
+def log_format(conf: str) -> str:
+    start = conf.index("log_format securemodels")
+    return conf[start : conf.index(";\n", start)]
+
+
+def test_access_log_names_the_client_and_never_the_query_headers_or_body() -> None:
+    for conf in (render(), render(model_port=8001, traffic=GRPC)):
+        # The line with every variable replaced by a value must be a JSON object.
+        line = "".join(re.findall(r"'([^']*)'", log_format(conf)))
+        fields = json.loads(re.sub(r"\$\w+", "0", line))
+        assert set(fields) == {
+            "time", "client", "client_verify", "client_dn", "remote_addr", "tls", "protocol", "method",
+            "path", "status", "request_bytes", "response_bytes", "duration",
+        }  # fmt: skip
+        variables = set(re.findall(r"\$(\w+)", log_format(conf)))
+        assert not variables & {"request", "request_uri", "args", "query_string", "request_body", "uri"}
+        assert not [name for name in variables if name.startswith(("http_", "arg_", "cookie_", "sent_http"))]
+        path_map = block(conf, "    map $request_uri $securemodels_path")
+        assert '"~^(?<securemodels_path_only>[^?]*)" $securemodels_path_only;' in path_map
+        assert directives(conf, "access_log")[0] == "/dev/stdout securemodels"
+
+
+def test_access_log_can_be_turned_off() -> None:
+    for traffic in (Traffic(access_log=False), replace(GRPC, access_log=False)):
+        conf = render(model_port=8001, traffic=traffic)
+        assert directives(conf, "access_log") == ["off", "off"]  # the http level and the health server
+        assert "log_format" not in conf
+
+
+@pytest.mark.parametrize(
+    "traffic",
+    [
+        Traffic(protocol="GRPC"),
+        Traffic(protocol="GRPC", health_port=8001),
+        Traffic(health_port=0),
+        Traffic(max_body_bytes=0),
+        Traffic(response_timeout_seconds=0),
+        Traffic(rate_limit=RateLimit(0, 1)),
+        Traffic(rate_limit=RateLimit(1, -1)),
+        Traffic(protocol="HTTP2"),  # type: ignore[arg-type]
+    ],
+    ids=["gRPC without health port", "gRPC health on the gRPC port", "health port 0", "no body", "no wait",
+         "no rate", "negative burst", "unknown protocol"],
+)  # fmt: skip
+def test_invalid_traffic_is_refused(traffic: Traffic) -> None:
+    with pytest.raises(ValueError):
+        render(model_port=8001, traffic=traffic)

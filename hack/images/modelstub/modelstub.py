@@ -4,6 +4,7 @@ It listens on SECUREMODELS_BIND_ADDRESS:SECUREMODELS_PORT (127.0.0.1:8080 unless
 operator asks every model to, and answers what the tests need from a model behind the mTLS sidecar:
   GET /healthz      200 "ok", the health path the sidecar checks
   GET /v1/stream    server-sent events, one every 100 ms, each in its own HTTP chunk (?events=N, default 10)
+  POST (any path)   the body read and dropped; 200 with its length, for uploads
   anything else     200 with a small JSON body naming the client identity the sidecar passed on
 """
 
@@ -16,6 +17,7 @@ import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 EVENT_INTERVAL_SECONDS = 0.1
+UPLOAD_CHUNK = 1 << 20
 IDENTITY_HEADER = "X-Client-Identity"
 
 
@@ -36,6 +38,16 @@ class ModelHandler(BaseHTTPRequestHandler):
         else:
             body = {"model": "stub", "path": url.path, "client": self.headers.get(IDENTITY_HEADER, "")}
             self._send(200, json.dumps(body).encode() + b"\n", "application/json")
+
+    def do_POST(self) -> None:
+        remaining = int(self.headers.get("Content-Length", "0"))
+        while remaining:
+            chunk = self.rfile.read1(min(remaining, UPLOAD_CHUNK))
+            if not chunk:
+                break
+            remaining -= len(chunk)
+        received = int(self.headers.get("Content-Length", "0")) - remaining
+        self._send(200, json.dumps({"received": received}).encode() + b"\n", "application/json")
 
     def _send(self, status: int, body: bytes, content_type: str) -> None:
         self.send_response(status)

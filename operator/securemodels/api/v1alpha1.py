@@ -874,6 +874,137 @@ class Scheduling(ApiModel):
     )
 
 
+# -------------------------------------------------------------------------------------------- serving
+
+# Sizes as the API writes them (64Mi, 512Ki, 1Gi, 1048576): whole bytes, binary suffixes only.
+BYTE_SIZE_PATTERN = r"^[1-9][0-9]{0,12}(Ki|Mi|Gi)?$"
+_BYTE_UNITS = {"": 1, "Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30}
+_BYTE_SIZE = re.compile(r"([0-9]+)(Ki|Mi|Gi)?")
+MIN_REQUEST_BODY, MAX_REQUEST_BODY = "1Ki", "4Gi"
+MIN_RESPONSE_TIMEOUT, MAX_RESPONSE_TIMEOUT = "1s", "1h"
+# Inference payloads (images, audio, batches) outgrow nginx's 1 MiB; a busy LLM with a long prompt can
+# take longer than nginx's 60 s to its first token.
+DEFAULT_MAX_REQUEST_BODY, DEFAULT_RESPONSE_TIMEOUT = "64Mi", "5m"
+MAX_REQUESTS_PER_SECOND = 10000
+ServingProtocol = Literal["HTTP", "GRPC"]
+
+
+def byte_size(size: str) -> int:
+    """A size as the API writes it (64Mi, 512Ki, 1Gi, 1048576) in bytes."""
+    match = _BYTE_SIZE.fullmatch(size)
+    if match is None:
+        raise ValueError(f"invalid size {size!r}: expected whole bytes with an optional Ki, Mi or Gi")
+    return int(match.group(1)) * _BYTE_UNITS[match.group(2) or ""]
+
+
+class RateLimit(ApiModel):
+    """Requests each client identity may send: a token bucket per identity, refilled at
+    requestsPerSecond and holding burst requests. A request beyond it is answered 429 by the sidecar
+    and never reaches the model."""
+
+    requests_per_second: int = Field(
+        ge=1, le=MAX_REQUESTS_PER_SECOND, description="Sustained requests per second of each client."
+    )
+    burst: int | None = Field(
+        None,
+        ge=0,
+        le=MAX_REQUESTS_PER_SECOND,
+        description="Requests a client may send at once above the steady rate. Default: requestsPerSecond.",
+    )
+
+
+def _within(value: str, low: str, high: str, measure: Callable[[str], int]) -> bool:
+    return measure(low) <= measure(value) <= measure(high)
+
+
+class Serving(ApiModel):
+    """How the mTLS sidecar passes requests to the model: the protocol, how large a request and how
+    long a wait it accepts, how many requests each client may send, and whether it logs them."""
+
+    RULES = (
+        Rule(
+            "self.protocol != 'GRPC' || has(self.healthPort)",
+            "spec.serving.healthPort is required with protocol GRPC: the sidecar calls the model's "
+            "health path over HTTP, which a gRPC port does not speak",
+            lambda serving: serving.protocol != "GRPC" or serving.health_port is not None,
+            ".healthPort",
+        ),
+        Rule(
+            f"!has(self.healthPort) || (self.healthPort != {TLS_PORT} && self.healthPort != {HEALTH_PORT})",
+            f"spec.serving.healthPort must not be {TLS_PORT} or {HEALTH_PORT}: the mTLS sidecar uses them",
+            lambda serving: serving.health_port not in (TLS_PORT, HEALTH_PORT),
+            ".healthPort",
+        ),
+        Rule(
+            f"quantity(self.maxRequestBodySize).compareTo(quantity('{MIN_REQUEST_BODY}')) >= 0 && "
+            f"quantity(self.maxRequestBodySize).compareTo(quantity('{MAX_REQUEST_BODY}')) <= 0",
+            f"spec.serving.maxRequestBodySize must be between {MIN_REQUEST_BODY} and {MAX_REQUEST_BODY}",
+            lambda serving: _within(
+                serving.max_request_body_size, MIN_REQUEST_BODY, MAX_REQUEST_BODY, byte_size
+            ),
+            ".maxRequestBodySize",
+        ),
+        Rule(
+            f"duration(self.responseTimeout) >= duration('{MIN_RESPONSE_TIMEOUT}') && "
+            f"duration(self.responseTimeout) <= duration('{MAX_RESPONSE_TIMEOUT}')",
+            f"spec.serving.responseTimeout must be between {MIN_RESPONSE_TIMEOUT} and {MAX_RESPONSE_TIMEOUT}",
+            lambda serving: _within(
+                serving.response_timeout, MIN_RESPONSE_TIMEOUT, MAX_RESPONSE_TIMEOUT, seconds
+            ),
+            ".responseTimeout",
+        ),
+    )
+    protocol: ServingProtocol = Field(
+        "HTTP",
+        description=(
+            "What spec.model.port speaks. HTTP: HTTP/1.1 to the model, streamed answers passed on as "
+            "written. GRPC: HTTP/2 on the TLS port and gRPC to the model (Triton, KServe v2 gRPC), "
+            "with the same client certificates and allow-list."
+        ),
+        json_schema_extra={"maxLength": 4},
+    )
+    health_port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description=(
+            "Port of the model's HTTP health path (spec.model.healthPath), when it is not "
+            "spec.model.port. Required with protocol GRPC (Triton: 8000)."
+        ),
+    )
+    max_request_body_size: str = Field(
+        DEFAULT_MAX_REQUEST_BODY,
+        pattern=BYTE_SIZE_PATTERN,
+        max_length=16,
+        description=(
+            f"Largest request body the sidecar passes on, {MIN_REQUEST_BODY} to {MAX_REQUEST_BODY} "
+            "(e.g. 64Mi); a larger one is answered 413. Bodies stream to the model, never to disk."
+        ),
+    )
+    response_timeout: str = Field(
+        DEFAULT_RESPONSE_TIMEOUT,
+        pattern=DURATION_PATTERN,
+        min_length=2,
+        max_length=16,
+        description=(
+            f"How long the sidecar waits on the model, {MIN_RESPONSE_TIMEOUT} to {MAX_RESPONSE_TIMEOUT}: "
+            "for the start of its answer (a first token) and then between two pieces of a streamed "
+            "answer; after it, 504."
+        ),
+    )
+    rate_limit: RateLimit | None = Field(
+        None, description="Requests per second and burst allowed to each client identity. Default: none."
+    )
+    access_log: bool = Field(
+        True,
+        description=(
+            "One JSON line per request: client identity, method, path without query, status, bytes, "
+            "duration; never a query, header value or body. false weakens the mtls control, which then "
+            "reports Weakened. Needs the security-admin permission to set."
+        ),
+    )
+
+
 # ----------------------------------------------------------------------------------------- quarantine
 
 
@@ -910,6 +1041,13 @@ class SecureModelDeploymentSpec(ApiModel):
             lambda spec: registry_allows(spec.model.image, spec.image_policy.allowed_registries),
             ".model.image",
         ),
+        Rule(
+            "!has(self.serving) || !has(self.serving.healthPort) || self.serving.protocol != 'GRPC' || "
+            "self.serving.healthPort != self.model.port",
+            "spec.serving.healthPort must differ from spec.model.port with protocol GRPC",
+            lambda spec: spec.serving.protocol != "GRPC" or spec.serving.health_port != spec.model.port,
+            ".serving.healthPort",
+        ),
     )
     model: ModelSpec = Field(description="The model server container.")
     image_policy: ImagePolicy = Field(ImagePolicy(), description="Registry allow-list for the model image.")
@@ -922,6 +1060,9 @@ class SecureModelDeploymentSpec(ApiModel):
     )
     residency: Residency | None = Field(None, description="Optional regions the model must run in.")
     scheduling: Scheduling = Field(Scheduling(), description="Node selection and tolerations of the pods.")
+    serving: Serving = Field(
+        Serving(), description="Protocol, limits and access log of the mTLS sidecar in front of the model."
+    )
     quarantine: Quarantine | None = Field(
         None, description="Set to freeze the model during an incident; remove to restore it."
     )

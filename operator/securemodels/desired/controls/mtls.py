@@ -16,13 +16,20 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from securemodels.api.v1alpha1 import HEALTH_PORT, TLS_PORT, MTLSClient
+from securemodels.api.v1alpha1 import HEALTH_PORT, TLS_PORT, MTLSClient, byte_size, seconds
 from securemodels.desired import naming
 from securemodels.desired.controls import pod_security
 from securemodels.desired.controls.base import verdict
 from securemodels.desired.controls.image_digest import SIDECAR_CONTAINER
 from securemodels.desired.model import Blocker, Context, ControlResult, Manifest, Observed
-from securemodels.desired.nginx import QUARANTINE_FILE, SIDECAR_HEALTH_PATH, SidecarPaths, render_nginx_conf
+from securemodels.desired.nginx import (
+    QUARANTINE_FILE,
+    SIDECAR_HEALTH_PATH,
+    RateLimit,
+    SidecarPaths,
+    Traffic,
+    render_nginx_conf,
+)
 from securemodels.pki import CA_BUNDLE_KEY, CERT_KEY, PRIVATE_KEY_KEY, KeyPair
 
 NAME = "mtls"
@@ -30,6 +37,7 @@ CONDITION = "MTLSReady"
 SIDECAR = SIDECAR_CONTAINER
 SERVICE_PORT = 443
 TLS_12 = "TLS12"
+ACCESS_LOG_OFF = "AccessLogOff"
 CERTIFICATE_ANNOTATION = "securemodels.io/certificate-sha256"
 CONFIG_ANNOTATION = "securemodels.io/sidecar-config-sha256"
 SIDECAR_PATHS = SidecarPaths()
@@ -42,6 +50,7 @@ class Reason(StrEnum):
     MUTUAL_TLS = "MutualTLS"
     NOT_ENFORCED = "MTLSNotEnforced"
     TLS12 = TLS_12
+    ACCESS_LOG_OFF = ACCESS_LOG_OFF
 
 
 @dataclass(frozen=True)
@@ -71,6 +80,26 @@ def dns_names(context: Context) -> list[str]:
     ]
 
 
+def traffic(context: Context) -> Traffic:
+    """spec.serving as the sidecar applies it."""
+    serving = context.spec.serving
+    limit = serving.rate_limit
+    return Traffic(
+        protocol=serving.protocol,
+        max_body_bytes=byte_size(serving.max_request_body_size),
+        response_timeout_seconds=seconds(serving.response_timeout),
+        rate_limit=(
+            None
+            if limit is None
+            else RateLimit(
+                limit.requests_per_second, limit.requests_per_second if limit.burst is None else limit.burst
+            )
+        ),
+        access_log=serving.access_log,
+        health_port=serving.health_port,
+    )
+
+
 def nginx_conf(context: Context) -> str:
     mtls = context.spec.mtls
     return render_nginx_conf(
@@ -78,6 +107,7 @@ def nginx_conf(context: Context) -> str:
         health_path=context.spec.model.health_path,
         min_tls_version=mtls.min_tls_version,
         client_identities=sorted(client_identity(client) for client in mtls.clients),
+        traffic=traffic(context),
         paths=SIDECAR_PATHS,
     )
 
@@ -200,8 +230,19 @@ def service(context: Context) -> Manifest:
     }
 
 
+_WEAKENING_MESSAGES = {
+    TLS_12: "spec.mtls.minTLSVersion 1.2 accepts TLS 1.2 (AEAD ciphers only)",
+    ACCESS_LOG_OFF: "spec.serving.accessLog false: the sidecar does not record who called",
+}
+
+
 def weakenings(context: Context) -> tuple[str, ...]:
-    return (TLS_12,) if context.spec.mtls.min_tls_version == "1.2" else ()
+    found = []
+    if context.spec.mtls.min_tls_version == "1.2":
+        found.append(TLS_12)
+    if not context.spec.serving.access_log:
+        found.append(ACCESS_LOG_OFF)
+    return tuple(found)
 
 
 def preflight(context: Context, observed: Observed) -> Blocker | None:
@@ -244,8 +285,8 @@ def check(context: Context, observed: Observed) -> ControlResult:
         return ControlResult(
             NAME,
             "Weakened",
-            TLS_12,
-            "spec.mtls.minTLSVersion 1.2 accepts TLS 1.2 (AEAD ciphers only)",
+            ",".join(weakened),
+            "; ".join(_WEAKENING_MESSAGES[item] for item in weakened),
             weakened,
         )
     return verdict(
