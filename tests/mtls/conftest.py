@@ -125,7 +125,7 @@ def start_sidecar(
         base.chmod(0o755)
         (base / "tmp").mkdir(mode=0o755)
         (base / "tls").mkdir(mode=0o700)
-        paths = SidecarPaths(tls_dir=str(base / "tls"), tmp_dir=str(base / "tmp"))
+        paths = SidecarPaths(tls_dir=str(base / "tls"), tmp_dir=str(base / "tmp"), config_dir=str(base))
         tls_port, health_port = free_port(), free_port()
         conf = render_nginx_conf(
             model_port=model_port or model_server.port,
