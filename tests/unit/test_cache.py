@@ -42,6 +42,27 @@ def held(kept: Store) -> list[str]:
     return sorted(str(found["metadata"]["name"]) for found in kept.all())
 
 
+def test_an_offered_answer_never_hides_a_newer_version_the_watch_brought() -> None:
+    kept = store()
+    kept.put(item("a", version="101", team="status-updated"))
+
+    kept.offer(item("a", version="100", team="as-written"))  # the answer to a write, arriving late
+    kept.offer(item("b", version="7"))
+
+    assert kept.get("ml", "a") == item("a", version="101", team="status-updated")
+    assert kept.get("ml", "b") == item("b", version="7")
+
+
+def test_an_offered_newer_version_replaces_the_cached_one() -> None:
+    kept = store()
+    kept.put(item("a", version="99"))
+
+    kept.offer(item("a", version="100", team="written"))
+
+    assert kept.get("ml", "a") == item("a", version="100", team="written")
+    assert names(kept.indexed("team", "written")) == ["a"]
+
+
 def test_put_returns_what_it_replaced() -> None:
     kept = store()
 

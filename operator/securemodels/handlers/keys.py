@@ -54,7 +54,7 @@ class OperatorKeys:
     async def _write(self, manifest: dict[str, Any], live: dict[str, Any] | None) -> None:
         written = await (self._kube.replace(manifest) if live is not None else self._kube.create(manifest))
         # The watch brings it too; keeping it now means the next reconcile does not read the old one.
-        self._caches[manifest["kind"]].put(without_managed_fields(written))
+        self._caches[manifest["kind"]].offer(without_managed_fields(written))
 
     # -- the CA ------------------------------------------------------------------------------------
 

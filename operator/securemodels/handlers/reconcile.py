@@ -220,7 +220,7 @@ class Reconciler:
         to be judged and restored at the next pass."""
         item = await self.kube.get(ref.kind, ref.name, ref.namespace)
         if item is not None and naming.owned_by(item, context.owner, ref):
-            self.caches[ref.kind].put(without_managed_fields(item))
+            self.caches[ref.kind].offer(without_managed_fields(item))
             raise KubeError(409, f"{ref} exists without the operator's label; judging it again")
         if item is not None:
             self._taken.setdefault(context.owner.key, set()).add(ref)
@@ -425,7 +425,7 @@ class Reconciler:
                 raise Taken(write.ref) from error
             raise self._refusal(write.ref, error) from error
         stripped = without_managed_fields(written)
-        self.caches[write.ref.kind].put(stripped)
+        self.caches[write.ref.kind].offer(stripped)
         self.echoes[(write.ref.kind, write.ref.namespace, write.ref.name)] = str(
             stripped["metadata"].get("resourceVersion")
         )

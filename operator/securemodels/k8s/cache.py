@@ -59,6 +59,19 @@ def pod_essentials(item: Manifest) -> Manifest:
     return stripped
 
 
+def _version(item: Manifest) -> int | None:
+    found = str(item["metadata"].get("resourceVersion") or "")
+    return int(found) if found.isdigit() else None
+
+
+def _newer(first: Manifest, second: Manifest) -> bool:
+    """Whether `first` is a later version of the object than `second`. The API server's
+    resourceVersions are etcd revisions, decimal and comparable (KEP-5504); anything else is not
+    compared."""
+    one, other = _version(first), _version(second)
+    return one is not None and other is not None and one > other
+
+
 class Store:
     """The objects of one kind, by namespace and name, with optional indexes from a value to objects."""
 
@@ -97,6 +110,16 @@ class Store:
             for value in function(item):
                 self._indexes[name][value].add(key)
         return old
+
+    def offer(self, item: Manifest) -> None:
+        """An object read or written outside the watch (the answer to the operator's own write): kept,
+        unless the watch has already brought a newer version. The answer to a write can arrive after
+        the watch event of a later change (a controller's status update); put blindly, it would hide
+        that change until the object changes again."""
+        known = self._items.get(key_of(item))
+        if known is not None and _newer(known, item):
+            return
+        self.put(item)
 
     def remove(self, key: Key) -> Manifest | None:
         old = self._items.pop(key, None)
