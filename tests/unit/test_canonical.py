@@ -416,3 +416,35 @@ def test_a_pod_without_metadata_is_judged_by_an_unknown_name() -> None:
     verdict = canonical.judge_pod(STAMP_KEY, UID, {"spec": {}}, None)
 
     assert (verdict.name, verdict.stamped) == ("?", False)
+
+
+# ------------------------------------------------------------------------------------ volume claims
+
+STORAGE: dict[str, Any] = {"storage": {"storageClassName": "encrypted-gp3", "size": "10Gi"}}
+
+
+def _claim(ctx: Any) -> Manifest:
+    return copy.deepcopy(
+        next(item for ref, item in observe(ctx).objects.items() if ref.kind == "PersistentVolumeClaim")
+    )
+
+
+def test_a_claim_with_the_operators_labels_copied_is_not_the_smds_without_the_claim_stamp() -> None:
+    ctx = context(**STORAGE)
+    forged = _claim(ctx)
+    del forged["metadata"]["annotations"][canonical.CLAIM_MAC_ANNOTATION]
+    forged["metadata"]["annotations"].pop(canonical.OBJECT_MAC_ANNOTATION, None)
+
+    assert canonical.owns(STAMP_KEY, ctx.owner, ctx.names.volume_claim, _claim(ctx))
+    assert not canonical.owns(STAMP_KEY, ctx.owner, ctx.names.volume_claim, forged)
+
+
+def test_a_claim_made_for_an_earlier_smd_of_the_same_name_is_taken_over() -> None:
+    earlier = context(**STORAGE, who=owner(uid="00000000-0000-4000-8000-00000000dead"))
+    now = context(**STORAGE)
+    retained = _claim(earlier)
+
+    assert canonical.owns(STAMP_KEY, now.owner, now.names.volume_claim, retained)
+    other_name = context(**STORAGE, who=owner(name="other"))
+    assert not canonical.owns(STAMP_KEY, other_name.owner, now.names.volume_claim, retained)
+    assert not canonical.owns(b"another key", now.owner, now.names.volume_claim, retained)

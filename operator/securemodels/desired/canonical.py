@@ -48,6 +48,7 @@ _CLAIM_BINDING_FIELDS = ("volumeName",)
 
 TEMPLATE_MAC_ANNOTATION = "securemodels.io/template-hmac"
 OBJECT_MAC_ANNOTATION = "securemodels.io/object-hmac"
+CLAIM_MAC_ANNOTATION = "securemodels.io/claim-hmac"
 # Allocated by the server, differently for a dry run than for the real write, and immutable after it.
 _SERVICE_ALLOCATED_FIELDS = ("clusterIP", "clusterIPs")
 # kubectl rollout restart stamps the template with this; it only restarts pods, so it is kept.
@@ -210,6 +211,30 @@ def with_object_mac(
     )
     metadata["annotations"] = {**(metadata.get("annotations") or {}), OBJECT_MAC_ANNOTATION: mac}
     return {**manifest, "metadata": metadata}
+
+
+def claim_mac(key: bytes, namespace: str, smd_name: str, claim_name: str) -> str:
+    """The stamp of a volume claim made for the SMD of that name. A retained claim outlives its SMD, so
+    this names the SMD by namespace and name, not by uid: an SMD of the same name takes its data over.
+    Only the operator's key makes it; labels anyone may copy."""
+    return _mac(key, "claim", namespace, smd_name, claim_name)
+
+
+def owns(key: bytes, owner: naming.Owner, ref: naming.ChildRef, item: Mapping[str, Any]) -> bool:
+    """Whether the live object at `ref` is the SMD's own. A volume claim must also prove it was made by
+    the operator, for this SMD or an earlier one of its name: labels alone would let anyone who may
+    create claims have the model mount a volume they prepared."""
+    if not naming.owned_by(item, owner, ref) and ref.kind != "PersistentVolumeClaim":
+        return False
+    if ref.kind != "PersistentVolumeClaim":
+        return True
+    stamp = str(((item.get("metadata") or {}).get("annotations") or {}).get(CLAIM_MAC_ANNOTATION, ""))
+    made_for_the_name = bool(stamp) and hmac.compare_digest(
+        stamp, claim_mac(key, owner.namespace, owner.name, ref.name)
+    )
+    return made_for_the_name or (
+        naming.owned_by(item, owner, ref) and object_intact(key, owner.uid, ref.kind, item)
+    )
 
 
 def template_mac(key: bytes, owner_uid: str, pod_spec: Mapping[str, Any]) -> str:

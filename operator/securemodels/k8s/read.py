@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from securemodels.config import OperatorConfig
-from securemodels.desired import naming, permissions
+from securemodels.desired import canonical, naming, permissions
 from securemodels.desired.controls import residency
 from securemodels.desired.model import Context, Facts, Manifest, Observed
 from securemodels.k8s import cache
@@ -300,7 +300,7 @@ def observe(caches: Caches, context: Context) -> Observed:
         item = _live(caches, ref)
         if item is None:
             continue
-        if naming.owned_by(item, owner, ref):
+        if canonical.owns(context.stamp_key, owner, ref, item):
             objects[ref] = item
         elif ref in wanted:
             taken.append(ref)

@@ -16,7 +16,7 @@ from enum import StrEnum
 from typing import Any
 
 from securemodels.config import OperatorConfig
-from securemodels.desired import naming
+from securemodels.desired import canonical, naming
 from securemodels.desired.controls.base import verdict
 from securemodels.desired.model import Blocker, Context, ControlResult, Manifest, Observed
 
@@ -69,12 +69,14 @@ def persistent_volume_claim(context: Context) -> Manifest | None:
     storage = context.spec.storage
     if storage is None:
         return None
+    owner, ref = context.owner, context.names.volume_claim
+    metadata = naming.metadata(owner, ref, "storage", owned=not retained(context))
+    stamp = canonical.claim_mac(context.stamp_key, owner.namespace, owner.name, ref.name)
+    metadata["annotations"] = {canonical.CLAIM_MAC_ANNOTATION: stamp}
     return {
         "apiVersion": "v1",
         "kind": "PersistentVolumeClaim",
-        "metadata": naming.metadata(
-            context.owner, context.names.volume_claim, "storage", owned=not retained(context)
-        ),
+        "metadata": metadata,
         "spec": {
             "accessModes": ["ReadWriteOnce"],
             "storageClassName": storage.storage_class_name,
