@@ -50,22 +50,48 @@ class Probe:
         return found
 
 
-# Sensitive actions, in the model's namespace unless cluster-wide: reading credentials, running code,
-# minting tokens, changing what runs or who may do what, and everything at once.
+RBAC_GROUP = "rbac.authorization.k8s.io"
+
+# Sensitive actions, in the model's namespace unless cluster-wide: reading credentials (a watch or a
+# list streams every Secret as a get does), running code (any kind that makes pods runs it under any
+# account of the namespace), minting tokens or certificates, changing what runs, what may reach the
+# model or who may do what, and everything at once.
 PROBES = (
     Probe("*", "*", "*", cluster_wide=True),
     Probe("get", "", "secrets"),
     Probe("list", "", "secrets"),
+    Probe("watch", "", "secrets"),
     Probe("list", "", "secrets", cluster_wide=True),
+    Probe("watch", "", "secrets", cluster_wide=True),
     Probe("get", "", "configmaps"),
     Probe("create", "", "pods"),
     Probe("create", "", "pods", "exec"),
-    Probe("create", "", "serviceaccounts", "token"),
+    Probe("create", "", "pods", "attach"),
+    Probe("create", "", "pods", "portforward"),
+    Probe("patch", "", "pods", "ephemeralcontainers"),
+    Probe("create", "", "replicationcontrollers"),
+    Probe("create", "apps", "deployments"),
     Probe("patch", "apps", "deployments"),
-    Probe("create", "rbac.authorization.k8s.io", "rolebindings"),
+    Probe("create", "apps", "replicasets"),
+    Probe("create", "apps", "statefulsets"),
+    Probe("create", "apps", "daemonsets"),
+    Probe("create", "batch", "jobs"),
+    Probe("create", "batch", "cronjobs"),
+    Probe("create", "", "serviceaccounts", "token"),
+    Probe("create", RBAC_GROUP, "rolebindings"),
+    Probe("escalate", RBAC_GROUP, "roles"),
+    Probe("bind", RBAC_GROUP, "roles"),
+    Probe("create", RBAC_GROUP, "clusterrolebindings", cluster_wide=True),
+    Probe("create", "networking.k8s.io", "networkpolicies"),
     Probe("patch", "networking.k8s.io", "networkpolicies"),
+    Probe("create", "", "services"),
     Probe("patch", v1alpha1.GROUP, v1alpha1.PLURAL),
     Probe("impersonate", "", "users", cluster_wide=True),
+    Probe("impersonate", "", "groups", cluster_wide=True),
+    Probe("impersonate", "", "serviceaccounts", cluster_wide=True),
+    Probe("create", "certificates.k8s.io", "certificatesigningrequests", cluster_wide=True),
+    Probe("get", "", "nodes", "proxy", cluster_wide=True),
+    Probe("create", "admissionregistration.k8s.io", "mutatingwebhookconfigurations", cluster_wide=True),
 )
 
 
