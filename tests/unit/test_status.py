@@ -130,6 +130,26 @@ def test_summarize_priorities(situation: dict[str, Any], expected: tuple[str, st
     assert (summary.phase, summary.reason) == expected
 
 
+def test_pods_the_api_server_refuses_degrade_with_its_message() -> None:
+    refused = rolled_out(
+        availableReplicas=0,
+        updatedReplicas=0,
+        conditions=[
+            {
+                "type": "ReplicaFailure",
+                "status": "True",
+                "reason": "FailedCreate",
+                "message": "maximum memory usage per Container is 1Gi, but limit is 2Gi",
+            }
+        ],
+    )
+
+    summary = status.summarize(context(), results(), (), refused)
+
+    assert (summary.phase, summary.reason) == ("Degraded", "PodsRefused")
+    assert "maximum memory usage per Container is 1Gi" in summary.message
+
+
 def test_summary_messages_say_what_is_wrong() -> None:
     ctx = context(facts=Facts(missing_client_namespaces=("ml-gw", "ml-jobs")))
     blocked = status.summarize(ctx, results(), [Blocker("A", "first"), Blocker("B", "second")], None)
@@ -578,6 +598,16 @@ def test_blocking_sends_one_warning() -> None:
 
     assert events(previous, blocked) == [("Warning", "StorageClassNotFound")]
     assert status.transitions(previous, blocked)[0].message == f"Blocked: {BLOCKED.message}"
+
+
+def test_blocked_without_control_events_says_why_once_whatever_its_controls_do() -> None:
+    previous = build()
+    blocked = build(verdicts=results(mtls="Fail", rbac="Fail"), summary=BLOCKED, previous=previous)
+
+    found = status.transitions(previous, blocked, controls=False)
+
+    assert [(event.type, event.reason) for event in found] == [("Warning", "StorageClassNotFound")]
+    assert len(status.transitions(previous, blocked)) == 3  # with them: the phase and each control
 
 
 def test_staying_blocked_for_the_same_reason_sends_nothing() -> None:

@@ -58,6 +58,11 @@ def _rollout(context: Context, deployment: Manifest | None) -> Summary:
     status = deployment.get("status") or {}
     wanted = context.spec.model.replicas
     for condition in status.get("conditions") or []:
+        if condition.get("type") == "ReplicaFailure" and condition.get("status") == "True":
+            # The API server refused the pods (a LimitRange, a quota, admission): its words say why.
+            return Summary(
+                "Degraded", "PodsRefused", condition.get("message", "the API server refused the pods")
+            )
         if condition.get("type") == "Progressing" and condition.get("reason") == "ProgressDeadlineExceeded":
             return Summary(
                 "Degraded", "RolloutStuck", condition.get("message", "rollout exceeded its deadline")
@@ -240,8 +245,11 @@ class Event:
     message: str
 
 
-def transitions(previous: SecureModelDeploymentStatus, current: SecureModelDeploymentStatus) -> list[Event]:
-    """Events only for changes, so a steady state sends none."""
+def transitions(
+    previous: SecureModelDeploymentStatus, current: SecureModelDeploymentStatus, *, controls: bool = True
+) -> list[Event]:
+    """Events only for changes, so a steady state sends none. Without `controls`, only the phase's:
+    a Blocked SMD says why in one Event, not once more for each control its blocker leaves failing."""
     events = []
     ready = next((item for item in current.conditions if item.type == READY), None)
     before_ready = next((item for item in previous.conditions if item.type == READY), None)
@@ -255,6 +263,8 @@ def transitions(previous: SecureModelDeploymentStatus, current: SecureModelDeplo
     elif ready is not None and (changed_phase or changed_block):
         kind = "Normal" if current.phase in ("Ready", "Progressing") else "Warning"
         events.append(Event(kind, ready.reason, f"{current.phase}: {ready.message}"))
+    if not controls:
+        return events
     old_controls = {item.name: item for item in previous.controls}
     for control in current.controls:
         old = old_controls.get(control.name)

@@ -89,6 +89,9 @@ class _Write:
     manifest: Manifest  # what to send: a whole object
     create: bool
     drift: tuple[str, ...] = ()  # what someone else had changed, when that is why it is written
+    # Someone made the operator's ConfigMap or Secret immutable: no update is possible, so the judged
+    # object is deleted (with preconditions) and created again.
+    recreate: Manifest | None = None
 
 
 @dataclass
@@ -206,7 +209,7 @@ class Reconciler:
         found = set()
         for ref in sorted(self._taken.get(context.owner.key, ())):
             item = await self.kube.get(ref.kind, ref.name, ref.namespace)
-            if item is not None and not naming.owned_by(item, context.owner, ref):
+            if item is not None and not canonical.owns(context.stamp_key, context.owner, ref, item):
                 found.add(ref)
         if found:
             self._taken[context.owner.key] = found
@@ -219,7 +222,7 @@ class Reconciler:
         another try. The SMD's own (its label was removed, so the caches lost it): put back in the cache,
         to be judged and restored at the next pass."""
         item = await self.kube.get(ref.kind, ref.name, ref.namespace)
-        if item is not None and naming.owned_by(item, context.owner, ref):
+        if item is not None and canonical.owns(context.stamp_key, context.owner, ref, item):
             self.caches[ref.kind].offer(without_managed_fields(item))
             raise KubeError(409, f"{ref} exists without the operator's label; judging it again")
         if item is not None:
@@ -359,8 +362,12 @@ class Reconciler:
                 continue
             if current is None and realised and not _delivery_pending(ref, owner, previous):
                 drift[ref] = (judging.DELETED,)
-            request = _replacing(manifest, current) if current is not None else manifest
-            if ref.kind == "RoleBinding" and manifest["roleRef"]["name"] in created_roles:
+            frozen = current is not None and ref.kind in ("ConfigMap", "Secret") and current.get("immutable")
+            request = _replacing(manifest, current) if current is not None and not frozen else manifest
+            if frozen:
+                # The server would refuse any change, a dry run too; these kinds have no defaults to learn.
+                shown = request
+            elif ref.kind == "RoleBinding" and manifest["roleRef"]["name"] in created_roles:
                 # Its Role does not exist until this pass writes it, and RBAC refuses a dry run of a
                 # binding to a missing role: the Role's own dry run stands for both.
                 shown = request
@@ -373,7 +380,15 @@ class Reconciler:
             if current is not None and not intact:
                 drift[ref] = tuple(canonical.object_differences(ref.kind, current, shown)) or (judging.STAMP,)
             request = canonical.with_object_mac(key, owner.uid, request, shown)
-            writes.append(_Write(ref, request, create=current is None, drift=drift.get(ref, ())))
+            writes.append(
+                _Write(
+                    ref,
+                    request,
+                    create=current is None or bool(frozen),
+                    drift=drift.get(ref, ()),
+                    recreate=current if frozen else None,
+                )
+            )
         return writes, drift, canonical_template
 
     def _plan_deletes(
@@ -418,6 +433,16 @@ class Reconciler:
         return objects
 
     async def _send(self, write: _Write) -> Manifest:
+        if write.recreate is not None:
+            metadata = write.recreate["metadata"]
+            log.info("%s is immutable; deleting it to write it again", write.ref)
+            await self.kube.delete(
+                write.ref.kind,
+                write.ref.name,
+                write.ref.namespace,
+                uid=metadata.get("uid"),
+                resource_version=metadata.get("resourceVersion"),
+            )
         try:
             written = await (self.kube.create if write.create else self.kube.replace)(write.manifest)
         except KubeError as error:
@@ -457,13 +482,15 @@ class Reconciler:
         stored: dict[str, Any],
         previous: v1alpha1.SecureModelDeploymentStatus,
         new: v1alpha1.SecureModelDeploymentStatus,
+        *,
+        control_events: bool = True,
     ) -> None:
         last = self._written.get(context.owner.key)
         # Transitions from what was last written: a status the server did not keep as written must not
         # announce the same change at every pass.
         before = status_rules.parse_status(last[0]) if last is not None else previous
         await self._write_status(context.owner, stored, new.as_object())
-        for event in status_rules.transitions(before, new):
+        for event in status_rules.transitions(before, new, controls=control_events):
             await events.post(
                 self.kube,
                 events.about_smd(context.owner),
@@ -533,7 +560,7 @@ class Reconciler:
         new = status_rules.build_status(
             context, results, summary, previous, deployment, judged.server_certificate
         )
-        await self._report(context, stored, previous, new)
+        await self._report(context, stored, previous, new, control_events=False)
         _export_metrics(context.owner, results, new.as_object(), judged.server_certificate, None)
         return Outcome("Blocked", new.as_object())
 
