@@ -418,14 +418,21 @@ def identity() -> str:
     return os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
 
+def _field(value: object, name: str) -> object:
+    """A field of a stored spec that may not match the API at all (it bypassed the schema)."""
+    return value.get(name) if isinstance(value, Mapping) else None
+
+
 def _client_namespaces(body: Mapping[str, Any]) -> set[str]:
-    clients = (((body.get("spec") or {}).get("mtls") or {}).get("clients")) or []
+    clients = _field(_field(body.get("spec"), "mtls"), "clients")
+    if not isinstance(clients, list):
+        return set()
     return {str(client.get("namespace")) for client in clients if isinstance(client, Mapping)}
 
 
 def _storage_class(body: Mapping[str, Any]) -> str | None:
-    storage = (body.get("spec") or {}).get("storage")
-    return str(storage.get("storageClassName")) if isinstance(storage, Mapping) else None
+    found = _field(_field(body.get("spec"), "storage"), "storageClassName")
+    return str(found) if found is not None else None
 
 
 def _connection_info(found: Credentials) -> kopf.ConnectionInfo:

@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx2
 from lightkube import ApiError, AsyncClient, KubeConfig, operators
+from lightkube.config.client_adapter import verify_cluster
 from lightkube.config.kubeconfig import SingleConfig
 from lightkube.core.exceptions import NotReadyError
 from lightkube.core.selector import build_selector
@@ -135,7 +136,18 @@ class Kube:
     """
 
     def __init__(self, config: KubeConfig, timeout: float = 30.0) -> None:
-        self._api = AsyncClient(config=config, field_manager=FIELD_MANAGER, timeout=httpx2.Timeout(timeout))
+        single = config.get()
+        if single is None or single.user is None:
+            raise ValueError("the kubeconfig has no current context with a user")
+        # Every watch holds a connection (a dozen kinds per watched namespace) beside the requests:
+        # httpx's default pool of 100 would starve them with watchNamespaces of ten namespaces.
+        transport = httpx2.AsyncHTTPTransport(
+            verify=verify_cluster(single.cluster, single.user, single.abs_file),
+            limits=httpx2.Limits(max_connections=None, max_keepalive_connections=32),
+        )
+        self._api = AsyncClient(
+            config=config, field_manager=FIELD_MANAGER, timeout=httpx2.Timeout(timeout), transport=transport
+        )
         # Asked before every write: a replica that does not lead must not write (leadership.py).
         self.may_write: Callable[[], bool] = lambda: True
 
