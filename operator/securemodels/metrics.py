@@ -6,6 +6,9 @@ model never lingers as "non-compliant" in dashboards.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 REGISTRY = CollectorRegistry(auto_describe=True)
@@ -123,24 +126,40 @@ LEADER = Gauge(
     registry=REGISTRY,
 )
 
-_PER_SMD = (
-    COMPLIANCE_STATUS,
-    CONTROL_WEAKENED,
-    COMPLIANT,
-    READY,
-    QUARANTINED,
-    CERTIFICATE_EXPIRY,
-    CERTIFICATE_RENEWAL,
-)
+# The per-SMD series each SMD has now, so that replacing or dropping them costs what the SMD has, not
+# what the whole fleet has: (gauge, labels after namespace and name).
+Series = tuple[Gauge, tuple[str, ...]]
+_SMD_SERIES: dict[tuple[str, str], set[Series]] = {}
 
 
-def forget(namespace: str, name: str, keep: frozenset[tuple[str, ...]] = frozenset()) -> None:
-    """Drop the SMD's series, except the label sets in `keep` (the ones just set)."""
-    for gauge in _PER_SMD:
-        for labels in _label_sets(gauge):
-            if labels[:2] == (namespace, name) and labels not in keep:
-                gauge.remove(*labels)
+def export_smd(
+    namespace: str,
+    name: str,
+    values: Iterable[tuple[Gauge, tuple[str, ...], float]],
+    keep: Iterable[Gauge] = (),
+) -> None:
+    """Set the SMD's per-SMD series to `values` (each a gauge, its labels after namespace and name, and
+    the value); the SMD's other series go, but those of the gauges in `keep`, which stay as last set."""
+    current: set[Series] = set()
+    for gauge, labels, value in values:
+        gauge.labels(namespace, name, *labels).set(value)
+        current.add((gauge, labels))
+    kept = set(keep)
+    previous = _SMD_SERIES.get((namespace, name), set())
+    for gauge, labels in previous - current:
+        if gauge in kept:
+            current.add((gauge, labels))
+        else:
+            _remove(gauge, namespace, name, labels)
+    _SMD_SERIES[(namespace, name)] = current
 
 
-def _label_sets(gauge: Gauge) -> list[tuple[str, ...]]:
-    return [tuple(sample.labels.values()) for metric in gauge.collect() for sample in metric.samples]
+def forget(namespace: str, name: str) -> None:
+    """Drop every series of the SMD (it is gone, or another replica reports it now)."""
+    for gauge, labels in _SMD_SERIES.pop((namespace, name), set()):
+        _remove(gauge, namespace, name, labels)
+
+
+def _remove(gauge: Gauge, namespace: str, name: str, labels: tuple[str, ...]) -> None:
+    with contextlib.suppress(KeyError):
+        gauge.remove(namespace, name, *labels)

@@ -1,4 +1,4 @@
-"""metrics.forget: a deleted SMD leaves no series behind, and a live one keeps the ones just set."""
+"""Per-SMD series: a deleted SMD leaves none behind, and a pass leaves exactly the ones it set."""
 
 from __future__ import annotations
 
@@ -39,12 +39,18 @@ def series(gauge: Gauge, namespace: str) -> set[tuple[str, ...]]:
 
 
 def populate(namespace: str, name: str) -> None:
-    for control in ("mtls", "rbac"):
-        metrics.COMPLIANCE_STATUS.labels(namespace, name, control).set(1)
-    metrics.CONTROL_WEAKENED.labels(namespace, name, "mtls", "TLS12").set(1)
-    metrics.COMPLIANT.labels(namespace, name).set(1)
-    metrics.READY.labels(namespace, name).set(1)
-    metrics.CERTIFICATE_EXPIRY.labels(namespace, name).set(2e9)
+    metrics.export_smd(
+        namespace,
+        name,
+        [
+            (metrics.COMPLIANCE_STATUS, ("mtls",), 1),
+            (metrics.COMPLIANCE_STATUS, ("rbac",), 1),
+            (metrics.CONTROL_WEAKENED, ("mtls", "TLS12"), 1),
+            (metrics.COMPLIANT, (), 1),
+            (metrics.READY, (), 1),
+            (metrics.CERTIFICATE_EXPIRY, (), 2e9),
+        ],
+    )
 
 
 def test_forget_removes_every_series_of_the_smd(namespace: str) -> None:
@@ -75,16 +81,23 @@ def test_forget_leaves_other_smds_alone(namespace: str) -> None:
     assert series(metrics.CONTROL_WEAKENED, namespace) == {(namespace, "fraud-2", "mtls", "TLS12")}
 
 
-def test_forget_keeps_the_label_sets_just_set(namespace: str) -> None:
+def test_a_pass_leaves_exactly_the_series_it_set_but_those_it_keeps(namespace: str) -> None:
     populate(namespace, "fraud")
-    keep = frozenset({(namespace, "fraud", "rbac"), (namespace, "fraud")})
 
-    metrics.forget(namespace, "fraud", keep=keep)
+    metrics.export_smd(
+        namespace,
+        "fraud",
+        [(metrics.COMPLIANCE_STATUS, ("rbac",), 0), (metrics.COMPLIANT, (), 0)],
+        keep=(metrics.CERTIFICATE_EXPIRY,),
+    )
 
     assert series(metrics.COMPLIANCE_STATUS, namespace) == {(namespace, "fraud", "rbac")}
     assert series(metrics.CONTROL_WEAKENED, namespace) == set()
     assert series(metrics.COMPLIANT, namespace) == {(namespace, "fraud")}
-    assert series(metrics.READY, namespace) == {(namespace, "fraud")}
+    assert series(metrics.READY, namespace) == set()
+    assert series(metrics.CERTIFICATE_EXPIRY, namespace) == {(namespace, "fraud")}
+    metrics.forget(namespace, "fraud")
+    assert series(metrics.CERTIFICATE_EXPIRY, namespace) == set()
 
 
 def test_metric_names_carry_the_prefix() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -73,8 +74,9 @@ class Context:
     # Key of the operator's stamps on what it writes (desired/canonical.py); empty when rendering offline.
     stamp_key: bytes = field(default=b"", repr=False)
 
-    @property
+    @cached_property
     def names(self) -> Children:
+        # Asked a score of times per pass; owner and spec never change on a context.
         return children(self.owner, self.spec)
 
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
+from prometheus_client import Gauge
 from pydantic import ValidationError
 
 from securemodels import desired, metrics
@@ -690,22 +691,21 @@ def _export_metrics(
     certificate: CertificateInfo | None,
     next_renewal: datetime | None,
 ) -> None:
-    namespace, name = owner.namespace, owner.name
-    kept: set[tuple[str, ...]] = set()
+    values: list[tuple[Gauge, tuple[str, ...], float]] = []
     for result in results:
-        metrics.COMPLIANCE_STATUS.labels(namespace, name, result.name).set(
-            1 if result.status == "Pass" else 0
-        )
-        kept.add((namespace, name, result.name))
-        for weakening in result.weakenings:
-            metrics.CONTROL_WEAKENED.labels(namespace, name, result.name, weakening).set(1)
-            kept.add((namespace, name, result.name, weakening))
-    metrics.COMPLIANT.labels(namespace, name).set(1 if status.get("compliant") else 0)
-    metrics.READY.labels(namespace, name).set(1 if status.get("phase") == "Ready" else 0)
-    metrics.QUARANTINED.labels(namespace, name).set(1 if status.get("phase") == "Quarantined" else 0)
-    kept.add((namespace, name))
+        values.append((metrics.COMPLIANCE_STATUS, (result.name,), 1 if result.status == "Pass" else 0))
+        values += [(metrics.CONTROL_WEAKENED, (result.name, item), 1) for item in result.weakenings]
+    phase = status.get("phase")
+    values += [
+        (metrics.COMPLIANT, (), 1 if status.get("compliant") else 0),
+        (metrics.READY, (), 1 if phase == "Ready" else 0),
+        (metrics.QUARANTINED, (), 1 if phase == "Quarantined" else 0),
+    ]
     if certificate is not None:
-        metrics.CERTIFICATE_EXPIRY.labels(namespace, name).set(certificate.not_after.timestamp())
+        values.append((metrics.CERTIFICATE_EXPIRY, (), certificate.not_after.timestamp()))
     if next_renewal is not None:
-        metrics.CERTIFICATE_RENEWAL.labels(namespace, name).set(next_renewal.timestamp())
-    metrics.forget(namespace, name, keep=frozenset(kept))
+        values.append((metrics.CERTIFICATE_RENEWAL, (), next_renewal.timestamp()))
+    # A pass that did not look at them (Blocked, quarantined) leaves the certificate's dates as they were.
+    metrics.export_smd(
+        owner.namespace, owner.name, values, keep=(metrics.CERTIFICATE_EXPIRY, metrics.CERTIFICATE_RENEWAL)
+    )
