@@ -5,13 +5,17 @@ renews every `retryPeriodSeconds`; one that has not renewed for `renewDeadlineSe
 is before the Lease, `leaseDurationSeconds` after its last renewal, can pass to another replica: at no time
 do two replicas write. A replica takes the Lease only once it has expired, or when it holds it already.
 
-`decide` is the pure rule; `Elector` does the I/O and reports through callbacks.
+`decide` is the pure rule; `Elector` does the I/O and reports through callbacks; `ElectionThread` runs it
+on a thread and connection of its own, as client-go runs it in a goroutine of its own: reconciles that
+keep the main event loop busy cannot delay a renewal until the Lease is lost.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -158,3 +162,41 @@ class Elector:
                 )
                 self._on_stop()
             await asyncio.sleep(self._settings.retry_period_seconds)
+
+
+class ElectionThread:
+    """The Elector on a thread and event loop of its own; its Kube is its own connection too. The
+    callbacks run on that thread: hand them to the main loop with `call_soon_threadsafe`."""
+
+    def __init__(self, elector: Elector, kube: Kube) -> None:
+        self.elector, self._kube = elector, kube
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping: asyncio.Event | None = None
+        self._running = threading.Event()
+        self._thread = threading.Thread(target=self._main, name="leader election", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+        self._running.wait()
+
+    def _main(self) -> None:
+        asyncio.run(self._elect())
+
+    async def _elect(self) -> None:
+        self._loop, self._stopping = asyncio.get_running_loop(), asyncio.Event()
+        self._running.set()
+        task = asyncio.create_task(self.elector.run())
+        try:
+            await self._stopping.wait()
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await self.elector.release()
+            await self._kube.close()
+
+    async def stop(self) -> None:
+        """Hand the Lease back and end the thread."""
+        if self._loop is not None and self._stopping is not None:
+            self._loop.call_soon_threadsafe(self._stopping.set)
+        await asyncio.to_thread(self._thread.join, 30)

@@ -38,7 +38,7 @@ from securemodels.config import OperatorConfig
 from securemodels.desired import canonical, naming
 from securemodels.handlers import permissions
 from securemodels.handlers.keys import OperatorKeys
-from securemodels.handlers.leadership import Elector
+from securemodels.handlers.leadership import ElectionThread, Elector
 from securemodels.handlers.reconcile import Clock, Reconciler
 from securemodels.k8s import read
 from securemodels.k8s.access import AccessReviews
@@ -495,14 +495,24 @@ async def run(
     server = HealthServer(operator.readiness)
     tasks = operator.caches.start()
     election = config.leader_election
-    elector: Elector | None = None
+    election_thread: ElectionThread | None = None
     if election.enabled:
+        main = asyncio.get_running_loop()
+
+        def started_leading() -> None:
+            main.call_soon_threadsafe(operator.start_leading)
+
+        def stopped_leading() -> None:
+            main.call_soon_threadsafe(operator.stop_leading)
+
+        lease_kube = Kube(kube_config)
         elector = Elector(
-            kube, election, config.namespace, identity(), operator.start_leading, operator.stop_leading
+            lease_kube, election, config.namespace, identity(), started_leading, stopped_leading
         )
         kube.may_write = elector.may_write
         operator.silent_for, operator.silence_limit = elector.silent_for, election.renew_deadline_seconds
-        tasks.append(asyncio.create_task(elector.run(), name="leader election"))
+        election_thread = ElectionThread(elector, lease_kube)
+        election_thread.start()
     else:
         operator.start_leading()
         metrics.LEADER.set(1)
@@ -521,8 +531,8 @@ async def run(
             ready_flag=operator.watching,
         )
     finally:
-        if elector is not None:
-            await elector.release()
+        if election_thread is not None:
+            await election_thread.stop()
         for task in tasks:
             task.cancel()
         for task in tasks:
