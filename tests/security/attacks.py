@@ -39,6 +39,7 @@ CONTROLS = (
     "pod-security",
 )
 MANAGED = "app.kubernetes.io/managed-by=secure-model-operator"
+OPERATOR_FIELD_MANAGER = "securemodels"
 PINNED = "registry.example.com/tools/busybox@sha256:" + "cd" * 32
 RESTRICTED_CONTAINER: dict[str, Any] = {
     "allowPrivilegeEscalation": False,
@@ -60,16 +61,13 @@ class Model:
         return f"app.kubernetes.io/name=secure-model,app.kubernetes.io/instance={self.name}"
 
 
-def new_namespace(kubectl: Kubectl, prefix: str, *, restricted: bool = True) -> str:
+def new_namespace(kubectl: Kubectl, prefix: str) -> str:
+    """A fresh namespace enforcing Pod Security "restricted", as model namespaces should."""
     name = f"{prefix}-{uuid.uuid4().hex[:6]}"
-    labels = (
-        {
-            "pod-security.kubernetes.io/enforce": "restricted",
-            "pod-security.kubernetes.io/enforce-version": "latest",
-        }
-        if restricted
-        else {}
-    )
+    labels = {
+        "pod-security.kubernetes.io/enforce": "restricted",
+        "pod-security.kubernetes.io/enforce-version": "latest",
+    }
     kubectl.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}})
     return name
 
@@ -101,12 +99,45 @@ def fully_compliant(smd_object: dict[str, Any] | None) -> bool:
 
 def wait_compliant(kubectl: Kubectl, models: list[Model], timeout: float = 120.0) -> None:
     """Every model Ready with all seven controls passing: the baseline an attack starts from."""
+    behind: list[str] = []
 
     def probe() -> bool:
         found = all_smds(kubectl)
-        return all(fully_compliant(found.get((model.namespace, model.name))) for model in models)
+        behind[:] = [
+            f"{model.namespace}/{model.name}: {_summary(found.get((model.namespace, model.name)))}"
+            for model in models
+            if not fully_compliant(found.get((model.namespace, model.name)))
+        ]
+        return not behind
 
-    wait_for(probe, timeout=timeout, interval=0.5, what="every model Ready and compliant")
+    try:
+        wait_for(probe, timeout=timeout, interval=0.5, what="every model Ready and compliant")
+    except AssertionError:
+        late = [model for model in models if any(item.startswith(f"{model.namespace}/") for item in behind)]
+        seen = {
+            model.namespace: {
+                "pods": [_pod_summary(pod) for pod in kubectl.items("pod", model.namespace)],
+                "deployment": ((kubectl.get("deployment", model.name, model.namespace) or {}).get("status")),
+            }
+            for model in late
+        }
+        raise AssertionError(f"not Ready and compliant after {timeout}s: {behind}; live: {seen}") from None
+
+
+def _pod_summary(pod: dict[str, Any]) -> str:
+    status = pod.get("status") or {}
+    waiting = [item.get("reason") for item in status.get("conditions") or [] if item.get("status") != "True"]
+    return f"{pod['metadata']['name']} {status.get('phase')} {waiting} on {pod['spec'].get('nodeName')}"
+
+
+def _summary(smd_object: dict[str, Any] | None) -> str:
+    status = (smd_object or {}).get("status") or {}
+    failing = [item["name"] for item in status.get("controls") or [] if item["status"] != "Pass"]
+    ready: dict[str, Any] = next(
+        (item for item in status.get("conditions") or [] if item["type"] == "Ready"), {}
+    )
+    said = str(ready.get("message"))[:200]
+    return f"{status.get('phase')} ({ready.get('reason')}: {said}) not passing {failing}"
 
 
 def control(kubectl: Kubectl, model: Model, name: str) -> dict[str, Any] | None:
@@ -159,12 +190,46 @@ def stored(kubectl: Kubectl, kind: str, name: str, namespace: str | None) -> dic
     return kubectl.get(kind, name, namespace)  # type: ignore[no-any-return]
 
 
-def fingerprint(item: Mapping[str, Any] | None) -> tuple[str, str, str] | None:
-    """Who an object is and which version of it: a write by anyone changes the resourceVersion."""
+# What controllers other than the operator change on objects they did not make: status always, the
+# scheduler's and kwok's pod fields, the volume binder's claim fields, the Deployment controller's revision.
+_CONTROLLER_FIELDS = {"Pod": ("spec",), "PersistentVolumeClaim": ("spec",)}
+_CONTROLLER_ANNOTATIONS = (
+    "pv.kubernetes.io/",
+    "volume.beta.kubernetes.io/",
+    "volume.kubernetes.io/",
+    "deployment.kubernetes.io/",
+)
+
+
+def fingerprint(item: Mapping[str, Any] | None) -> str | None:
+    """Everything about an object that anyone but a controller doing its usual job could change: which
+    object it is, its labels, annotations, owners and finalizers, its content, and whether the operator's
+    field manager ever wrote to it."""
     if item is None:
         return None
     metadata = item["metadata"]
-    return (metadata["uid"], metadata["resourceVersion"], json.dumps(metadata.get("ownerReferences")))
+    annotations = {
+        key: value
+        for key, value in (metadata.get("annotations") or {}).items()
+        if not key.startswith(_CONTROLLER_ANNOTATIONS)
+    }
+    skipped = ("apiVersion", "kind", "metadata", "status", *_CONTROLLER_FIELDS.get(item.get("kind", ""), ()))
+    if item.get("aggregationRule"):
+        skipped = (*skipped, "rules")  # an aggregated ClusterRole's rules are the aggregation controller's
+    content = {key: value for key, value in item.items() if key not in skipped}
+    managers = sorted({entry.get("manager", "") for entry in metadata.get("managedFields") or []})
+    return json.dumps(
+        {
+            "uid": metadata["uid"],
+            "labels": metadata.get("labels"),
+            "annotations": annotations,
+            "ownerReferences": metadata.get("ownerReferences"),
+            "finalizers": metadata.get("finalizers"),
+            "content": content,
+            "written by the operator": OPERATOR_FIELD_MANAGER in managers,
+        },
+        sort_keys=True,
+    )
 
 
 def patch(
@@ -228,8 +293,17 @@ def try_apply(kubectl: Kubectl, manifest: dict[str, Any]) -> subprocess.Complete
     return kubectl.run("apply", "-f", "-", stdin=yaml.safe_dump(manifest))
 
 
-def attacker_ca(common_name: str = "attacker-ca") -> tuple[bytes, str]:
-    """A CA certificate nobody asked the operator to trust (PEM), and its SHA-256 fingerprint (hex)."""
+@dataclass(frozen=True)
+class Authority:
+    """A CA nobody asked the operator to trust."""
+
+    certificate_pem: bytes
+    key_pem: bytes
+    fingerprint: str  # SHA-256 of the certificate, hex
+    common_name: str
+
+
+def attacker_ca(common_name: str = "attacker-ca") -> Authority:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     now = datetime.datetime.now(datetime.UTC)
@@ -242,12 +316,27 @@ def attacker_ca(common_name: str = "attacker-ca") -> tuple[bytes, str]:
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=30))
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(True, False, False, False, False, True, True, False, False), critical=True
+        )
         .sign(key, hashes.SHA256())
     )
-    return certificate.public_bytes(serialization.Encoding.PEM), certificate.fingerprint(
-        hashes.SHA256()
-    ).hex()
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    return Authority(
+        certificate.public_bytes(serialization.Encoding.PEM),
+        key_pem,
+        certificate.fingerprint(hashes.SHA256()).hex(),
+        common_name,
+    )
 
 
-def secret_text(secret: Mapping[str, Any] | None, key: str) -> str:
-    return base64.b64decode(((secret or {}).get("data") or {}).get(key, "")).decode()
+def issuer_of(certificate_pem: bytes) -> str:
+    """The common name of the issuer of the first certificate in a PEM bundle."""
+    certificate = x509.load_pem_x509_certificate(certificate_pem)
+    return str(certificate.issuer.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value)
+
+
+def secret_bytes(secret: Mapping[str, Any] | None, key: str) -> bytes:
+    return base64.b64decode(((secret or {}).get("data") or {}).get(key, ""))

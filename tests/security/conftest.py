@@ -15,8 +15,11 @@ import yaml
 
 from chart.helm import render
 from localcluster import LocalCluster
+from securemodels.config import LeaderElection, OperatorConfig
 from support.access import AdmissionPolicy
 from support.kube import Kubectl, wait_for
+from support.operator import RESYNC_SECONDS, FakeClock, RunningOperator
+from support.paths import OPERATOR_NAMESPACE
 
 
 def _probe_refused(kubectl: Kubectl, namespace: str) -> bool:
@@ -86,3 +89,17 @@ def admission_policy(cluster: LocalCluster, kubectl: Kubectl) -> Iterator[Admiss
             check=False,
         )
     kubectl("delete", "namespace", probe_namespace, "--wait=false")
+
+
+@pytest.fixture(scope="module")
+def operator(cluster: LocalCluster, clock: FakeClock) -> Iterator[RunningOperator]:
+    """The operator, in-process, with a short resync, as for every test directory; with a Lease of its
+    own, so that it never waits for one a previous module's operator still holds."""
+    config = OperatorConfig(
+        namespace=OPERATOR_NAMESPACE,
+        resync_seconds=RESYNC_SECONDS,
+        leader_election=LeaderElection(lease_name=f"security-{uuid.uuid4().hex[:8]}"),
+    )
+    running = RunningOperator(cluster.kubeconfig, config, clock).start()
+    yield running
+    running.stop()

@@ -36,6 +36,7 @@ from security.attacks import (
     attacker_ca,
     delete_namespaces,
     fingerprint,
+    fully_compliant,
     launch,
     model_pods,
     new_namespace,
@@ -59,11 +60,13 @@ SPEC: dict[str, Any] = {
         "deployers": [{"kind": "User", "name": "alice"}],
     }
 }
-# How long the campaign watches after the last strike. A detection is due within one resync, the Pass
-# after it within another; what has not shown by then never will.
-WATCH_SECONDS = 22.0
-# Polling granularity of the campaign: a detection seen this much late is still on time.
-SLACK = 1.5
+# How long the campaign watches: an attack not reported this long after it was made never will be; one
+# that was reported is watched until it passes again, up to the cap after the last strike.
+GIVE_UP_SECONDS = 15.0
+WATCH_SECONDS = 45.0
+# A verdict is read at most this late by the campaign, which also shares the machine with the model
+# pods it attacks: a detection or repair seen this much late is still on time.
+SLACK = 6.0  # a loaded machine: the bound is "within a few resyncs", not a latency
 OTHER_DIGEST = "registry.example.com/ml/fraud@sha256:" + "ef" * 32
 
 Ref = tuple[str, str, str | None]  # kind, name, namespace (None: cluster-scoped)
@@ -92,17 +95,21 @@ class Seen:
     """What the campaign saw of one attack; times in seconds after the strike."""
 
     error: str | None = None
+    # Each reading brackets a moment: `*_after` is when a reading first showed it, `not_*_at` when the
+    # last reading that did not show it began. What happened lies in between.
+    not_detected_at: float = 0.0
     detected_after: float | None = None
     verdict: dict[str, Any] | None = None
     messages: list[str] = field(default_factory=list)
     metric_zero: bool = False
     event: dict[str, Any] | None = None
+    not_undone_at: float | None = None
     undone_after: float | None = None
-    foreign: dict[Ref, tuple[str, str, str] | None] = field(default_factory=dict)
+    foreign: dict[Ref, str | None] = field(default_factory=dict)
     foreign_changed: list[str] = field(default_factory=list)
     cleaned: bool = False
     passed_after: float | None = None
-    phase_while_failing: str | None = None
+    last_ready: str = ""  # the SMD's phase and Ready reason at the last reading
 
 
 # ------------------------------------------------------------------------------------------- the moves
@@ -119,13 +126,13 @@ LIVE_KINDS = "deployments,services,networkpolicies,configmaps,secrets,serviceacc
 
 @dataclass(frozen=True)
 class Live:
-    """The objects an SMD owns in its namespace, all read at one moment in one list."""
+    """The objects of the models under attack (all named m), all read at one moment in one list."""
 
     objects: dict[tuple[str, str, str], dict[str, Any]]
 
     @classmethod
     def read(cls, kubectl: Kubectl) -> Live:
-        found = kubectl.get(LIVE_KINDS, None, None, "-A")
+        found = kubectl.get(LIVE_KINDS, None, None, "-A", "-l", "app.kubernetes.io/instance=m")
         return cls(
             {
                 (item["kind"].lower(), item["metadata"]["namespace"], item["metadata"]["name"]): item
@@ -291,7 +298,7 @@ def _nginx_conf_verifies(source: Source, model: Model) -> bool:
     return "ssl_verify_client on;" in config["data"]["nginx.conf"]
 
 
-ATTACKER_CA, _ = attacker_ca()
+ATTACKER_CA = attacker_ca().certificate_pem
 
 
 def _swap_trust_bundle(kubectl: Kubectl, model: Model) -> list[Ref]:
@@ -349,18 +356,25 @@ def _deployers_as_declared(source: Source, model: Model) -> bool:
 # Hiding an owned object from the operator.
 
 
-def _unlabel_tls_secret(kubectl: Kubectl, model: Model) -> list[Ref]:
-    kubectl("label", "secret", f"{model.name}-tls", "-n", model.namespace, "app.kubernetes.io/managed-by-")
-    return []
+def _unlabel(kind: str, name: str, model: Model, kubectl: Kubectl) -> None:
+    """Take the operator's label off its object, and give the operator time to have looked at it."""
+    kubectl("label", kind, name, "-n", model.namespace, "app.kubernetes.io/managed-by-")
+    time.sleep(2 * RESYNC_SECONDS)
 
 
-def _tls_secret_labelled(source: Source, model: Model) -> bool:
+def _unlabel_tls_secret_then_swap_trust(kubectl: Kubectl, model: Model) -> list[Ref]:
+    _unlabel("secret", f"{model.name}-tls", model, kubectl)
+    return _swap_trust_bundle(kubectl, model)
+
+
+def _trust_bundle_back_and_labelled(source: Source, model: Model) -> bool:
     secret = _get(source, "secret", f"{model.name}-tls", model.namespace)
-    return "app.kubernetes.io/managed-by" in (secret["metadata"].get("labels") or {})
+    labelled = "app.kubernetes.io/managed-by" in (secret["metadata"].get("labels") or {})
+    return labelled and _trust_bundle_back(source, model)
 
 
 def _unlabel_deployment_then_drop_sidecar(kubectl: Kubectl, model: Model) -> list[Ref]:
-    kubectl("label", "deployment", model.name, "-n", model.namespace, "app.kubernetes.io/managed-by-")
+    _unlabel("deployment", model.name, model, kubectl)
     body = {"spec": {"template": {"spec": {"containers": [{"name": "mtls-proxy", "$patch": "delete"}]}}}}
     patch(kubectl, "deployment", model.name, model.namespace, body, "strategic")
     return []
@@ -763,7 +777,9 @@ ATTACKS: dict[str, Attack] = {
         "owned", "rbac", "subjects", _add_deployer, _deployers_as_declared
     ),
     # Hiding an owned object from the operator, then changing it.
-    "tls-secret-unlabelled": Attack("hidden", "mtls", "m-tls", _unlabel_tls_secret, _tls_secret_labelled),
+    "tls-secret-unlabelled-then-trust-swapped": Attack(
+        "hidden", "mtls", "data.ca.crt", _unlabel_tls_secret_then_swap_trust, _trust_bundle_back_and_labelled
+    ),
     "deployment-unlabelled-then-sidecar-removed": Attack(
         "hidden", "mtls", "mtls-proxy", _unlabel_deployment_then_drop_sidecar, _sidecar_back
     ),
@@ -874,17 +890,17 @@ class Campaign:
         self.lock = threading.Lock()
         self.stop = threading.Event()
 
-    def _elapsed(self, key: str) -> float:
-        return time.monotonic() - self.struck[key]
+    def _elapsed(self, key: str, now: float | None = None) -> float:
+        return (time.monotonic() if now is None else now) - self.struck[key]
 
     def _strike(self, key: str) -> None:
         attack, seen = ATTACKS[key], self.seen[key]
-        self.struck[key] = time.monotonic()
         refs: list[Ref] = []
         try:
             refs = attack.strike(self.kubectl, self.models[key])
         except Exception as error:  # noqa: BLE001 - reported by the attack's own test
             seen.error = f"{type(error).__name__}: {getattr(error, 'stderr', '') or error}"
+        self.struck[key] = time.monotonic()
         for ref in refs:
             seen.foreign[ref] = fingerprint(self.kubectl.get(ref[0], ref[1], ref[2]))
         self.refs[key] = refs
@@ -896,21 +912,71 @@ class Campaign:
             if key in self.refs and self.seen[key].error is None and self.seen[key].passed_after is None
         ]
 
+    def ready(self, timeout: float) -> None:
+        """Wait for every model to be Ready and compliant; an attack on one that never is cannot be
+        judged, and says so."""
+        try:
+            wait_compliant(self.kubectl, list(self.models.values()), timeout=timeout)
+        except AssertionError:
+            found = all_smds(self.kubectl)
+            for key, model in self.models.items():
+                smd_object = found.get((model.namespace, model.name))
+                if not fully_compliant(smd_object):
+                    status = (smd_object or {}).get("status") or {}
+                    ready = self.kubectl.condition(smd_object, "Ready") or {}
+                    self.seen[key].error = (
+                        f"the model was never Ready and compliant before the attack: {status.get('phase')} "
+                        f"({ready.get('reason')}: {ready.get('message')}), while its Deployment is "
+                        f"{(self.kubectl.get('deployment', model.name, model.namespace) or {}).get('status')}"
+                    )
+
+    def _hopeful(self) -> list[str]:
+        """Pending attacks still worth waiting for: reported, or not yet given up on."""
+        return [
+            key
+            for key in self._pending()
+            if self.seen[key].verdict is not None or self._elapsed(key) < GIVE_UP_SECONDS
+        ]
+
     def run(self, seconds: float) -> None:
         slow = threading.Thread(target=self._slow_watch, name="campaign-slow", daemon=True)
         slow.start()
         with ThreadPoolExecutor(max_workers=8) as pool:
-            strikes = [pool.submit(self._strike, key) for key in ATTACKS]
+            strikes = [pool.submit(self._strike, key) for key in ATTACKS if self.seen[key].error is None]
             deadline = time.monotonic() + seconds
             while time.monotonic() < deadline and (
-                not all(item.done() for item in strikes) or self._pending()
+                not all(item.done() for item in strikes) or self._hopeful()
             ):
                 self._quick_round()
-                time.sleep(0.1)
+                time.sleep(0.3)
         self.stop.set()
         slow.join(timeout=30)
+        self._last_events()
+
+    def _event_for(self, key: str, events: list[dict[str, Any]]) -> dict[str, Any] | None:
+        model, attack = self.models[key], ATTACKS[key]
+        return next(
+            (
+                item
+                for item in events
+                if item["involvedObject"].get("namespace") == model.namespace
+                and item["involvedObject"].get("name") == model.name
+                and item["type"] == "Warning"
+                and item["message"].startswith(f"{attack.control}:")
+            ),
+            None,
+        )
+
+    def _last_events(self) -> None:
+        """Events are kept: one more look for those of attacks that were put right before it was seen."""
+        missing = [key for key, seen in self.seen.items() if seen.verdict is not None and seen.event is None]
+        if missing:
+            events = _fail_events(self.kubectl)
+            for key in missing:
+                self.seen[key].event = self._event_for(key, events)
 
     def _quick_round(self) -> None:
+        began = time.monotonic()
         smds = all_smds(self.kubectl)
         metrics = _metrics(self.operator)
         for key in self._pending():
@@ -918,15 +984,19 @@ class Campaign:
             found = smds.get((model.namespace, model.name))
             state = self.kubectl.control(found, attack.control) or {}
             metric = metrics.get((model.namespace, model.name, attack.control))
+            ready = self.kubectl.condition(found, "Ready") or {}
             with self.lock:
+                seen.last_ready = (
+                    f"{((found or {}).get('status') or {}).get('phase')} ({ready.get('reason')})"
+                )
                 message = state.get("message")
                 if state.get("status") != "Pass" and message and message not in seen.messages:
                     seen.messages.append(message)
                 if seen.verdict is None:
                     if state.get("status") != "Fail" or attack.names not in (message or ""):
+                        seen.not_detected_at = self._elapsed(key, began)
                         continue
                     seen.verdict, seen.detected_after = state, self._elapsed(key)
-                    seen.phase_while_failing = ((found or {}).get("status") or {}).get("phase")
                 if metric == 0.0:
                     seen.metric_zero = True
                 put_right = seen.undone_after is not None if attack.undone else seen.cleaned
@@ -939,32 +1009,26 @@ class Campaign:
                 self._slow_round()
             except Exception as error:  # noqa: BLE001 - a failed read is tried again next round
                 log.warning("campaign: reading the cluster failed (%s); trying again", error)
-            self.stop.wait(0.3)
+            self.stop.wait(1.0)
 
     def _slow_round(self) -> None:
         detected = [key for key in self._pending() if self.seen[key].verdict is not None]
         if not detected:
             return
+        began = time.monotonic()
         events = _fail_events(self.kubectl)
         live = Live.read(self.kubectl)
         for key in detected:
             attack, model, seen = ATTACKS[key], self.models[key], self.seen[key]
-            event = next(
-                (
-                    item
-                    for item in events
-                    if item["involvedObject"].get("namespace") == model.namespace
-                    and item["involvedObject"].get("name") == model.name
-                    and item["type"] == "Warning"
-                    and item["message"].startswith(f"{attack.control}:")
-                ),
-                None,
-            )
+            event = self._event_for(key, events)
             with self.lock:
                 seen.event = seen.event or event
                 if attack.undone is not None:
-                    if seen.undone_after is None and attack.undone(live, model):
-                        seen.undone_after = self._elapsed(key)
+                    if seen.undone_after is None:
+                        if attack.undone(live, model):
+                            seen.undone_after = self._elapsed(key)
+                        else:
+                            seen.not_undone_at = self._elapsed(key, began)
                     continue
                 if seen.cleaned:
                     continue
@@ -977,7 +1041,7 @@ class Campaign:
         for ref, before in seen.foreign.items():
             now = fingerprint(self.kubectl.get(ref[0], ref[1], ref[2]))
             if now != before:
-                seen.foreign_changed.append(f"{ref[0]} {ref[2] or ''}/{ref[1]}: {before} -> {now}")
+                seen.foreign_changed.append(f"{ref[0]} {ref[2] or ''}/{ref[1]}: {before} became {now}")
         _delete(self.kubectl, self.refs[key])
         if attack.after is not None:
             attack.after(self.kubectl, model)
@@ -985,10 +1049,10 @@ class Campaign:
             seen.cleaned = True
 
     def clean_up(self) -> None:
-        for key, attack in ATTACKS.items():
-            _delete(self.kubectl, self.refs.get(key, []))
-            if attack.after is not None and not self.seen[key].cleaned:
-                attack.after(self.kubectl, self.models[key])
+        """What deleting the models' namespaces does not remove: cluster-wide objects, other namespaces."""
+        for key in ATTACKS:
+            if not self.seen[key].cleaned:
+                _delete(self.kubectl, [ref for ref in self.refs.get(key, []) if ref[2] is None])
 
 
 @pytest.fixture(scope="module")
@@ -997,7 +1061,7 @@ def campaign(kubectl: Kubectl, operator: RunningOperator) -> Iterator[dict[str, 
     models = dict(zip(keys, launch(kubectl, "fc", [SPEC for _ in keys]), strict=True))
     running = Campaign(kubectl, operator, models)
     try:
-        wait_compliant(kubectl, list(models.values()))
+        running.ready(timeout=90)
         running.run(WATCH_SECONDS)
         yield running.seen
     finally:
@@ -1012,11 +1076,11 @@ def _assert_detected(key: str, seen: Seen) -> None:
     attack = ATTACKS[key]
     assert seen.error is None, f"the attack itself failed: {seen.error}"
     assert seen.verdict is not None, (
-        f"{attack.control} never reported Fail naming {attack.names!r} within {WATCH_SECONDS}s; "
-        f"messages seen: {seen.messages or 'none (it stayed Pass)'}"
+        f"{attack.control} never reported Fail naming {attack.names!r} within {GIVE_UP_SECONDS}s; "
+        f"messages seen: {seen.messages or 'none (it stayed Pass)'}; the SMD was {seen.last_ready}"
     )
-    assert seen.detected_after is not None and seen.detected_after <= WITHIN_A_RESYNC + SLACK, (
-        seen.detected_after
+    assert seen.not_detected_at <= WITHIN_A_RESYNC + SLACK, (
+        f"still not reported {seen.not_detected_at:.1f}s after the attack"
     )
     assert seen.metric_zero, f"securemodels_compliance_status{{control={attack.control!r}}} never showed 0"
     assert seen.event is not None, f"no Warning ControlFail Event for {attack.control}"
@@ -1024,10 +1088,14 @@ def _assert_detected(key: str, seen: Seen) -> None:
 
 def _assert_undone(key: str, seen: Seen) -> None:
     _assert_detected(key, seen)
-    assert seen.undone_after is not None, "the attacker's change to the operator's object was never undone"
-    assert seen.undone_after <= WITHIN_A_RESYNC + SLACK, f"undone only after {seen.undone_after:.1f}s"
+    assert seen.undone_after is not None, (
+        f"the attacker's change to the operator's object was never undone; messages seen: {seen.messages}"
+    )
+    # The repair is written in the pass that reports the Fail.
+    late = seen.not_undone_at or 0.0
+    assert late <= (seen.detected_after or 0.0) + SLACK, f"still not undone {late:.1f}s after the attack"
     assert seen.passed_after is not None, "the control never passed again after the repair"
-    assert seen.passed_after - (seen.detected_after or 0.0) >= RESYNC_SECONDS / 2, (
+    assert seen.passed_after - seen.not_detected_at >= RESYNC_SECONDS / 2, (
         "the Fail did not stand until the next resync"
     )
 
