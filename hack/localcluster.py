@@ -42,7 +42,8 @@ from realnode import RealNode
 
 BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
 SERVICE_CIDR = "10.96.0.0/16"
-# Writes only, at Metadata level: who wrote what, when (tests count the operator's writes by identity).
+# At Metadata level: every write, who made it and when, and every request of a ServiceAccount (the
+# operator runs as one in the tests that count its requests by identity: what it asks at rest).
 AUDIT_POLICY = """\
 apiVersion: audit.k8s.io/v1
 kind: Policy
@@ -50,9 +51,13 @@ omitStages: [RequestReceived]
 rules:
   - level: Metadata
     verbs: [create, update, patch, delete, deletecollection]
+  - level: Metadata
+    userGroups: [system:serviceaccounts]
   - level: None
 """
-# Fake nodes, one per region, so that data-residency affinity is scheduled for real.
+# Fake nodes, one per region, so that data-residency affinity is scheduled for real. Each holds a
+# fleet of thousands of models' pods (benchmarks), so that scheduling never waits for room.
+FAKE_NODE_CAPACITY = '{cpu: "4000", memory: 16Ti, pods: "4000"}'
 NODES = {"node-eu-west-1": "eu-west-1", "node-eu-central-1": "eu-central-1", "node-us-east-1": "us-east-1"}
 
 
@@ -155,6 +160,7 @@ class LocalCluster:
 
     workdir: Path
     real_node: bool = False
+    apiserver_flags: tuple[str, ...] = ()  # e.g. a short --etcd-compaction-interval for fault tests
     server: str = ""
     kubeconfig: Path = field(init=False)
     node: RealNode | None = None
@@ -219,6 +225,7 @@ class LocalCluster:
             f"--audit-log-path={self.audit_log}",
             "--audit-log-maxsize=200",
             "--v=0",
+            *self.apiserver_flags,
             *(self._kubelet_client_flags(pki) if self.real_node else ()),
         )
         self._write_kubeconfig(self.kubeconfig, pki["admin.crt"], pki["admin.key"])
@@ -409,8 +416,8 @@ metadata:
     kubernetes.io/hostname: {name}
     topology.kubernetes.io/region: {region}
 status:
-  allocatable: {{cpu: "32", memory: 256Gi, pods: "110"}}
-  capacity: {{cpu: "32", memory: 256Gi, pods: "110"}}
+  allocatable: {FAKE_NODE_CAPACITY}
+  capacity: {FAKE_NODE_CAPACITY}
 """)
         for attempt in range(50):
             try:
@@ -458,11 +465,13 @@ def _die_with_parent() -> None:
 
 
 @contextlib.contextmanager
-def running_cluster(workdir: Path | None = None, *, real_node: bool = False) -> Iterator[LocalCluster]:
+def running_cluster(
+    workdir: Path | None = None, *, real_node: bool = False, apiserver_flags: tuple[str, ...] = ()
+) -> Iterator[LocalCluster]:
     with contextlib.ExitStack() as stack:
         if workdir is None:
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="securemodels-cluster-")))
-        cluster = LocalCluster(workdir, real_node=real_node)
+        cluster = LocalCluster(workdir, real_node=real_node, apiserver_flags=apiserver_flags)
         cluster.start()
         stack.callback(cluster.stop)
         yield cluster

@@ -29,6 +29,7 @@ COUNT = 30
 LEASE = {"leaseDurationSeconds": 6, "renewDeadlineSeconds": 4, "retryPeriodSeconds": 1}
 # Asked with a create, but changing nothing (reviews); and the Lease, which both replicas write by design.
 NOT_WRITES = ("selfsubjectaccessreviews", "subjectaccessreviews", "leases")
+WRITE_VERBS = ("create", "update", "patch", "delete", "deletecollection")
 
 
 @dataclass
@@ -91,6 +92,8 @@ def writes(cluster: LocalCluster, identities: set[str]) -> list[tuple[datetime, 
         event = json.loads(line)
         who = event.get("user", {}).get("username")
         if who not in identities or event.get("stage") != "ResponseComplete":
+            continue
+        if event["verb"] not in WRITE_VERBS:
             continue
         if event["objectRef"].get("resource") in NOT_WRITES:
             continue
