@@ -26,7 +26,11 @@ CERT_FILE = pki.CERT_KEY
 KEY_FILE = pki.PRIVATE_KEY_KEY
 CLIENT_CA_FILE = pki.CA_BUNDLE_KEY
 SIDECAR_HEALTH_PATH = "/sidecar-healthz"
+# What the kubelet asks the health server about the model: readiness (and startup), and liveness.
 MODEL_HEALTH_PATH = "/healthz"
+MODEL_LIVENESS_PATH = "/livez"
+# A health check the model does not answer within this long fails; the kubelet gives up a second later.
+HEALTH_TIMEOUT_SECONDS = 4
 IDENTITY_HEADER = "X-Client-Identity"
 
 # ECDHE key exchange with AEAD ciphers only, for TLS 1.2 when the SMD opts into it. TLS 1.3 suites are
@@ -110,6 +114,7 @@ def render_nginx_conf(
     *,
     model_port: int,
     health_path: str,
+    liveness_path: str | None = None,
     min_tls_version: Literal["1.3", "1.2"],
     client_identities: Sequence[str],
     tls_port: int = TLS_PORT,
@@ -120,7 +125,8 @@ def render_nginx_conf(
     """The sidecar's nginx.conf.
 
     `client_identities` are the CNs allowed through (e.g. "gateway.ml-gw"); with none, every request is
-    refused with 403. `listen_address` is the one address both servers listen on; by default they listen
+    refused with 403. `health_path` answers readiness, `liveness_path` (by default the same) liveness.
+    `listen_address` is the one address both servers listen on; by default they listen
     on every address, since other pods and the kubelet connect to the pod IP.
     """
     ports = {
@@ -133,6 +139,7 @@ def render_nginx_conf(
     if min_tls_version not in ("1.3", "1.2"):
         raise ValueError(f"unsupported minimum TLS version {min_tls_version!r}")
     health_path = _check_path(health_path, "health_path")
+    liveness_path = _check_path(liveness_path or health_path, "liveness_path")
     tls_dir = _check_dir(paths.tls_dir, "tls_dir")
     tmp_dir = _check_dir(paths.tmp_dir, "tmp_dir")
     identity_map = _identity_map(client_identities)
@@ -210,8 +217,16 @@ http {{
         listen {_listen(listen_address, health_port)};
         access_log off;
 
+        proxy_connect_timeout {HEALTH_TIMEOUT_SECONDS}s;
+        proxy_read_timeout {HEALTH_TIMEOUT_SECONDS}s;
+        proxy_send_timeout {HEALTH_TIMEOUT_SECONDS}s;
+
         location = {MODEL_HEALTH_PATH} {{
             proxy_pass {model}{health_path};
+        }}
+
+        location = {MODEL_LIVENESS_PATH} {{
+            proxy_pass {model}{liveness_path};
         }}
 
         location = {SIDECAR_HEALTH_PATH} {{
