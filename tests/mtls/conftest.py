@@ -96,6 +96,7 @@ def start_sidecar(
         identities: Sequence[str] = (IDENTITY,),
         server: KeyPair | None = None,
         bundle: bytes | None = None,
+        liveness_path: str | None = None,
         run: bool = True,
     ) -> Sidecar:
         base = Path(tempfile.mkdtemp(prefix="securemodels-nginx-"))
@@ -110,6 +111,7 @@ def start_sidecar(
         conf = render_nginx_conf(
             model_port=model_server.port,
             health_path=MODEL_HEALTH_PATH,
+            liveness_path=liveness_path,
             min_tls_version=min_tls_version,
             client_identities=identities,
             tls_port=tls_port,

@@ -26,6 +26,7 @@ ALGORITHM: pki.KeyAlgorithm = "ECDSA-P256"
 IDENTITY = "gateway.ml-gw"
 SERVER_NAMES = ("fraud", "fraud.ml-prod.svc", "fraud.ml-prod.svc.cluster.local")
 MODEL_HEALTH_PATH = "/health/ready"
+MODEL_LIVENESS_PATH = "/health/live"
 START_TIMEOUT = 10.0
 
 
