@@ -14,9 +14,11 @@ import pytest
 import yaml
 
 from localcluster import GPU_NODES, GPU_PRODUCT_LABEL, NODES
+from securemodels.api.v1alpha1 import KIND
 from support.kube import Kubectl, wait_for
 from support.manifests import smd
 from support.operator import RESYNC_SECONDS, RunningOperator
+from support.paths import EXAMPLES
 from unit.test_api_validation import ACCELERATOR_CASES, Case
 
 pytestmark = pytest.mark.integration
@@ -131,6 +133,29 @@ def test_an_unknown_scheduling_field_is_refused_by_name(kubectl: Kubectl, admiss
 
     assert status != 0
     assert "matchFields" in error
+
+
+EXAMPLE_SMDS = [
+    (path.name, document)
+    for path in sorted(EXAMPLES.glob("*.yaml"))
+    for document in yaml.safe_load_all(path.read_text())
+    if document and document.get("kind") == KIND
+]
+
+
+@pytest.mark.parametrize(
+    "document",
+    [doc for _, doc in EXAMPLE_SMDS],
+    ids=[f"{name}:{doc['metadata']['name']}" for name, doc in EXAMPLE_SMDS],
+)
+def test_every_example_passes_the_crd_of_the_api_server(
+    kubectl: Kubectl, admission_namespace: str, document: dict[str, Any]
+) -> None:
+    manifest = {**document, "metadata": {**document["metadata"], "namespace": admission_namespace}}
+
+    result = kubectl.run("apply", "--dry-run=server", "-f", "-", stdin=yaml.safe_dump(manifest))
+
+    assert result.returncode == 0, result.stderr
 
 
 # ---------------------------------------------------------------------------------------- scheduling
