@@ -126,8 +126,8 @@ def render_nginx_conf(
 
     `client_identities` are the CNs allowed through (e.g. "gateway.ml-gw"); with none, every request is
     refused with 403. `health_path` answers readiness, `liveness_path` (by default the same) liveness.
-    `listen_address` is the one address both servers listen on; by default they listen
-    on every address, since other pods and the kubelet connect to the pod IP.
+    `listen_address` is the one address both servers listen on; by default they listen on every
+    address, since other pods and the kubelet connect to the pod IP.
     """
     ports = {
         "model_port": _check_port(model_port, "model_port"),
