@@ -269,6 +269,12 @@ ACCELERATOR_CASES = [
         {"model": {"startupTimeout": "4h1s"}},
         {"model": {"startupTimeout": "3h59m60s"}},
     ),
+    Case(
+        "the model volume over /dev",
+        MOUNT_PATH,
+        {"storage": {**STORAGE, "mountPath": "/dev"}},
+        {"storage": {**STORAGE, "mountPath": "/devices"}},
+    ),
     Case("an empty /dev/shm", SHM_ABOVE_ZERO, shared_memory("0"), shared_memory("1Mi")),
     Case(
         "a /dev/shm that leaves no room for /tmp",
@@ -720,6 +726,10 @@ MOUNT_PATHS = [
     ("/models", False),
     ("/var/run/secrets/other", False),
     ("/var/run/secrets/securemodels2", False),
+    ("/dev/shm", True),
+    ("/dev", True),
+    ("/dev/shm/models", True),
+    ("/devices", False),
     ("/var/lib/models", False),
 ]
 

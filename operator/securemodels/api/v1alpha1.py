@@ -947,11 +947,15 @@ class Access(ApiModel):
 # -------------------------------------------------------------------------------------------- storage
 
 
+# Directories the operator mounts in the model container (/dev/shm with spec.model.sharedMemorySize).
+OPERATOR_MOUNTS = (SCRATCH_DIR, SECRET_FILES_DIR, SHARED_MEMORY_DIR)
+
+
 def mount_path_reserved(path: str) -> bool:
-    """The model's scratch directory, the Secret files' directory, or a directory above either."""
+    """The model's scratch directory, the Secret files' directory, /dev/shm, or a directory above one."""
     return any(
         path == taken or path.startswith(taken + "/") or taken.startswith(path + "/")
-        for taken in (SCRATCH_DIR, SECRET_FILES_DIR)
+        for taken in OPERATOR_MOUNTS
     )
 
 
@@ -963,10 +967,10 @@ class Storage(ApiModel):
             " && ".join(
                 f"self.mountPath != '{taken}' && !self.mountPath.startsWith('{taken}/') && "
                 f"!'{taken}'.startsWith(self.mountPath + '/')"
-                for taken in (SCRATCH_DIR, SECRET_FILES_DIR)
+                for taken in OPERATOR_MOUNTS
             ),
-            f"spec.storage.mountPath must not be {SCRATCH_DIR} or {SECRET_FILES_DIR}, nor a directory "
-            "inside or above them: the operator mounts those",
+            f"spec.storage.mountPath must not be {', '.join(OPERATOR_MOUNTS)}, nor a directory inside or "
+            "above them: the operator mounts those",
             lambda storage: not mount_path_reserved(storage.mount_path),
             ".mountPath",
         ),
