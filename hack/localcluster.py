@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import ipaddress
+import json
 import os
 import shutil
 import signal
@@ -57,8 +58,33 @@ rules:
 """
 # Fake nodes, one per region, so that data-residency affinity is scheduled for real. Each holds a
 # fleet of thousands of models' pods (benchmarks), so that scheduling never waits for room.
-FAKE_NODE_CAPACITY = '{cpu: "4000", memory: 16Ti, pods: "4000"}'
+FAKE_NODE_CAPACITY = {"cpu": "4000", "memory": "16Ti", "pods": "4000"}
 NODES = {"node-eu-west-1": "eu-west-1", "node-eu-central-1": "eu-central-1", "node-us-east-1": "us-east-1"}
+# The taint GPU node pools usually carry (GKE sets it, and platform teams copy it): only pods that
+# tolerate it land there.
+GPU_TAINT = {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}
+GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
+
+
+@dataclass(frozen=True)
+class GPUNode:
+    """A fake GPU node: its region, the product label NVIDIA's feature discovery sets, and the devices
+    its device plugin would advertise."""
+
+    region: str
+    product: str
+    devices: dict[str, str]
+
+
+GPU_NODES = {
+    "gpu-eu-west-1-a100": GPUNode("eu-west-1", "NVIDIA-A100-SXM4-80GB", {"nvidia.com/gpu": "8"}),
+    "gpu-eu-west-1-h100": GPUNode("eu-west-1", "NVIDIA-H100-80GB-HBM3", {"nvidia.com/gpu": "8"}),
+    "gpu-us-east-1-h100": GPUNode("us-east-1", "NVIDIA-H100-80GB-HBM3", {"nvidia.com/gpu": "8"}),
+    # An A100 split by MIG into seven 1g.10gb slices ("mixed" strategy: each slice size its own resource).
+    "gpu-eu-central-1-mig": GPUNode(
+        "eu-central-1", "NVIDIA-A100-SXM4-80GB", {"nvidia.com/gpu": "0", "nvidia.com/mig-1g.10gb": "7"}
+    ),
+}
 
 
 def find_asset(name: str) -> Path:
@@ -220,6 +246,8 @@ class LocalCluster:
             f"--service-account-signing-key-file={pki['sa.key']}",
             f"--service-cluster-ip-range={SERVICE_CIDR}",
             "--allow-privileged=false",
+            # As in GKE: pods that request an extended resource (a GPU) tolerate the taint of its name.
+            "--enable-admission-plugins=ExtendedResourceToleration",
             "--profiling=false",
             f"--audit-policy-file={self._write_audit_policy()}",
             f"--audit-log-path={self.audit_log}",
@@ -404,35 +432,36 @@ current-context: local
         return result.stdout
 
     def _create_nodes(self) -> None:
-        manifests = []
-        for name, region in NODES.items():
-            manifests.append(f"""apiVersion: v1
-kind: Node
-metadata:
-  name: {name}
-  annotations: {{kwok.x-k8s.io/node: fake}}
-  labels:
-    type: kwok
-    kubernetes.io/hostname: {name}
-    topology.kubernetes.io/region: {region}
-status:
-  allocatable: {FAKE_NODE_CAPACITY}
-  capacity: {FAKE_NODE_CAPACITY}
-""")
+        manifests = [_fake_node(name, region) for name, region in NODES.items()]
+        manifests += [
+            _fake_node(
+                name, gpu.region, {GPU_PRODUCT_LABEL: gpu.product}, gpu.devices, cpu="64", memory="512Gi"
+            )
+            for name, gpu in GPU_NODES.items()
+        ]
         for attempt in range(50):
             try:
-                self.kubectl("apply", "-f", "-", stdin="---\n".join(manifests))
+                self.kubectl(
+                    "apply",
+                    "-f",
+                    "-",
+                    stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": manifests}),
+                )
                 break
             except subprocess.CalledProcessError:
                 if attempt == 49:
                     raise
                 time.sleep(0.2)
         # Node admission taints new nodes not-ready; the node lifecycle controller (off here, since kwok's
-        # nodes send no heartbeats) would lift it once kwok marks them Ready. Lift it directly.
+        # nodes send no heartbeats) would lift it once kwok marks them Ready. Lift it directly, leaving
+        # the GPU nodes their own taint.
         for name in NODES:
             self.kubectl(
                 "patch", "node", name, "--type=json", "-p", '[{"op":"remove","path":"/spec/taints"}]'
             )
+        gpu_taints = json.dumps([{"op": "add", "path": "/spec/taints", "value": [GPU_TAINT]}])
+        for name in GPU_NODES:
+            self.kubectl("patch", "node", name, "--type=json", "-p", gpu_taints)
 
     def stop(self) -> None:
         if self.node is not None:
@@ -449,6 +478,34 @@ status:
                     os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
         self._processes.clear()
+
+
+def _fake_node(
+    name: str,
+    region: str,
+    labels: dict[str, str] | None = None,
+    devices: dict[str, str] | None = None,
+    *,
+    cpu: str = FAKE_NODE_CAPACITY["cpu"],
+    memory: str = FAKE_NODE_CAPACITY["memory"],
+) -> dict[str, object]:
+    """A node kwok runs pods on, in `region`, advertising `devices` (extended resources) as well."""
+    capacity = {"cpu": cpu, "memory": memory, "pods": FAKE_NODE_CAPACITY["pods"], **(devices or {})}
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": name,
+            "annotations": {"kwok.x-k8s.io/node": "fake"},
+            "labels": {
+                "type": "kwok",
+                "kubernetes.io/hostname": name,
+                "topology.kubernetes.io/region": region,
+                **(labels or {}),
+            },
+        },
+        "status": {"allocatable": capacity, "capacity": dict(capacity)},
+    }
 
 
 def kubectl_binary() -> str:

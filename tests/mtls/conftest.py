@@ -116,6 +116,7 @@ def start_sidecar(
         traffic: Traffic = DEFAULT_TRAFFIC,
         model_port: int | None = None,
         edit: Callable[[str], str] | None = None,
+        liveness_path: str | None = None,
         run: bool = True,
     ) -> Sidecar:
         base = Path(tempfile.mkdtemp(prefix="securemodels-nginx-"))
@@ -130,6 +131,7 @@ def start_sidecar(
         conf = render_nginx_conf(
             model_port=model_port or model_server.port,
             health_path=MODEL_HEALTH_PATH,
+            liveness_path=liveness_path,
             min_tls_version=min_tls_version,
             client_identities=identities,
             traffic=traffic,

@@ -35,6 +35,7 @@ IDENTITY = "gateway.ml-gw"
 SERVER_NAMES = ("fraud", "fraud.ml-prod.svc", "fraud.ml-prod.svc.cluster.local")
 MODEL_HEALTH_PATH = "/health/ready"
 SERVER_NAME = SERVER_NAMES[1]
+MODEL_LIVENESS_PATH = "/health/live"
 START_TIMEOUT = 10.0
 EVENTS = 10
 EVENT_INTERVAL_SECONDS = 0.1

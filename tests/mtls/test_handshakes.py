@@ -25,6 +25,7 @@ from mtls.sidecar import (
     ALGORITHM,
     IDENTITY,
     MODEL_HEALTH_PATH,
+    MODEL_LIVENESS_PATH,
     SERVER_NAMES,
     Certificates,
     Client,
@@ -403,6 +404,28 @@ def test_health_port(start_sidecar: StartSidecar, model: ModelServer) -> None:
         "underscored_identity": None,
     }
     assert other_statuses == [404, 404, 404]
+    assert [request["path"] for request in model.seen] == [MODEL_HEALTH_PATH]
+
+
+def test_liveness_reaches_the_models_own_path_and_readiness_stays_on_its_own(
+    start_sidecar: StartSidecar, model: ModelServer
+) -> None:
+    sidecar = start_sidecar(liveness_path=MODEL_LIVENESS_PATH)
+
+    live_status, live_body = plain_get(sidecar.health_port, "/livez")
+    ready_status, ready_body = plain_get(sidecar.health_port, "/healthz")
+
+    assert (live_status, json.loads(live_body)["path"]) == (200, MODEL_LIVENESS_PATH)
+    assert (ready_status, json.loads(ready_body)["path"]) == (200, MODEL_HEALTH_PATH)
+    assert [request["path"] for request in model.seen] == [MODEL_LIVENESS_PATH, MODEL_HEALTH_PATH]
+
+
+def test_without_a_liveness_path_liveness_asks_the_readiness_path(
+    start_sidecar: StartSidecar, model: ModelServer
+) -> None:
+    sidecar = start_sidecar()
+
+    assert plain_get(sidecar.health_port, "/livez")[0] == 200
     assert [request["path"] for request in model.seen] == [MODEL_HEALTH_PATH]
 
 

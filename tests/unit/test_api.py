@@ -46,7 +46,7 @@ def test_basic_example_is_read_field_by_field() -> None:
     parsed = SecureModelDeployment.model_validate(document).spec
 
     assert parsed.model.replicas == 2
-    assert parsed.model.resources.limits.memory == "1Gi"
+    assert parsed.model.resources.limits["memory"] == "1Gi"
     assert parsed.image_policy.allowed_registries == ["registry.example.com"]
     assert parsed.network.ingress[0].from_[0].pod_selector is not None
     assert parsed.network.ingress[0].from_[0].pod_selector.match_labels == {"app": "gateway"}
@@ -67,11 +67,11 @@ def test_defaults_of_a_minimal_spec() -> None:
     assert minimal.model.metrics_port is None
     assert minimal.model.command is None
     assert (minimal.model.args, minimal.model.env) == ([], [])
-    assert (minimal.model.resources.requests.cpu, minimal.model.resources.requests.memory) == (
-        "250m",
-        "512Mi",
-    )
-    assert (minimal.model.resources.limits.cpu, minimal.model.resources.limits.memory) == ("2", "2Gi")
+    assert minimal.model.resources.requests == {"cpu": "250m", "memory": "512Mi"}
+    assert minimal.model.resources.limits == {"cpu": "2", "memory": "2Gi"}
+    assert (minimal.model.liveness_path, minimal.model.startup_timeout) == (None, "5m")
+    assert minimal.model.shared_memory_size is None
+    assert minimal.scheduling.node_affinity is None
     assert minimal.image_policy.allowed_registries == []
     assert (minimal.network.ingress, minimal.network.egress) == ([], [])
     assert not minimal.network.allow_ingress_from_anywhere

@@ -104,7 +104,224 @@ def tolerating(**toleration: Any) -> dict[str, Any]:
     return {"scheduling": {"tolerations": [{"key": "nvidia.com/gpu", **toleration}]}}
 
 
+REQUEST_NAMES = rule("spec.model.resources.requests: a resource is")
+LIMIT_NAMES = rule("spec.model.resources.limits: a resource is")
+CPU_AND_MEMORY = rule("spec.model.resources: requests and limits must both set")
+NOT_ABOVE_LIMIT = rule("spec.model.resources: a request must not exceed")
+NOT_OVERCOMMITTED = rule("spec.model.resources: an extended resource such as")
+WHOLE_DEVICES = rule("spec.model.resources.limits: an extended resource counts")
+STARTUP_TIMEOUT = rule("spec.model.startupTimeout must be between")
+SHM_ABOVE_ZERO = rule("spec.model.sharedMemorySize must be above zero")
+SHM_FITS = rule("spec.model.sharedMemorySize and the")
+IN_VALUES = rule("a node selector requirement with operator In or NotIn")
+EXISTS_NO_VALUES = rule("a node selector requirement with operator Exists")
+GT_NUMBER = rule("a node selector requirement with operator Gt or Lt")
+CPU_MEMORY = {"cpu": "1", "memory": "4Gi"}
+
+
+def resources(requests: dict[str, Any], limits: dict[str, Any]) -> dict[str, Any]:
+    """spec.model.resources with cpu and memory in both, and these extras."""
+    return {
+        "model": {"resources": {"requests": {**CPU_MEMORY, **requests}, "limits": {**CPU_MEMORY, **limits}}}
+    }
+
+
+def requiring(**requirement: Any) -> dict[str, Any]:
+    term = {"matchExpressions": [{"key": "nvidia.com/gpu.product", **requirement}]}
+    return {
+        "scheduling": {
+            "nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [term]}}
+        }
+    }
+
+
+def shared_memory(size: str, memory_limit: str = "8Gi") -> dict[str, Any]:
+    return {
+        "model": {
+            "sharedMemorySize": size,
+            "resources": {
+                "requests": CPU_MEMORY,
+                "limits": {"cpu": "1", "memory": memory_limit},
+            },
+        }
+    }
+
+
+ACCELERATOR_CASES = [
+    Case(
+        "a quota name in requests",
+        REQUEST_NAMES,
+        resources({"requests.nvidia.com/gpu": 1}, {"nvidia.com/gpu": 1}),
+        resources({"nvidia.com/gpu": 1}, {"nvidia.com/gpu": 1}),
+    ),
+    Case(
+        "hugepages in requests",
+        REQUEST_NAMES,
+        resources({"hugepages-2Mi": "1Gi"}, {}),
+        resources({"nvidia.com/mig-1g.10gb": 1}, {"nvidia.com/mig-1g.10gb": 1}),
+    ),
+    Case(
+        "ephemeral storage in limits",
+        LIMIT_NAMES,
+        resources({}, {"ephemeral-storage": "10Gi"}),
+        resources({}, {"amd.com/gpu": 1}),
+    ),
+    Case(
+        "a kubernetes.io name in limits",
+        LIMIT_NAMES,
+        resources({}, {"example.kubernetes.io/gpu": 1}),
+        resources({}, {"example.com/gpu": 1}),
+    ),
+    Case(
+        "an unprefixed name in limits",
+        LIMIT_NAMES,
+        resources({}, {"gpu": 1}),
+        resources({}, {"vendor.example/gpu": 1}),
+    ),
+    Case(
+        "a capitalised domain in limits",
+        LIMIT_NAMES,
+        resources({}, {"NVIDIA.com/gpu": 1}),
+        resources({}, {"nvidia.com/GPU": 1}),
+    ),
+    Case(
+        "no memory request",
+        CPU_AND_MEMORY,
+        {"model": {"resources": {"requests": {"cpu": "1"}, "limits": CPU_MEMORY}}},
+        {"model": {"resources": {"limits": {"cpu": "1", "memory": "1Gi"}}}},
+    ),
+    Case(
+        "a zero memory limit",
+        CPU_AND_MEMORY,
+        {
+            "model": {
+                "resources": {"requests": {"cpu": "0", "memory": "0"}, "limits": {"cpu": 1, "memory": 0}}
+            }
+        },
+        {
+            "model": {
+                "resources": {"requests": {"cpu": "0", "memory": "0"}, "limits": {"cpu": 1, "memory": 1}}
+            }
+        },
+    ),
+    Case(
+        "a cpu request above its limit",
+        NOT_ABOVE_LIMIT,
+        {
+            "model": {
+                "resources": {
+                    "requests": {"cpu": "2001m", "memory": "1Gi"},
+                    "limits": {"cpu": 2, "memory": "1Gi"},
+                }
+            }
+        },
+        {
+            "model": {
+                "resources": {
+                    "requests": {"cpu": "2000m", "memory": "1Gi"},
+                    "limits": {"cpu": 2, "memory": "1Gi"},
+                }
+            }
+        },
+    ),
+    Case(
+        "a memory request above its limit in other units",
+        NOT_ABOVE_LIMIT,
+        {
+            "model": {
+                "resources": {
+                    "requests": {"cpu": 1, "memory": "1025Mi"},
+                    "limits": {"cpu": 1, "memory": "1Gi"},
+                }
+            }
+        },
+        {
+            "model": {
+                "resources": {
+                    "requests": {"cpu": 1, "memory": "1024Mi"},
+                    "limits": {"cpu": 1, "memory": "1Gi"},
+                }
+            }
+        },
+    ),
+    Case(
+        "a GPU request below its limit",
+        NOT_OVERCOMMITTED,
+        resources({"nvidia.com/gpu": 1}, {"nvidia.com/gpu": 2}),
+        resources({"nvidia.com/gpu": "2"}, {"nvidia.com/gpu": 2}),
+    ),
+    Case(
+        "a GPU request without a limit",
+        NOT_OVERCOMMITTED,
+        resources({"nvidia.com/gpu": 1}, {}),
+        resources({}, {"nvidia.com/gpu": 1}),
+    ),
+    Case(
+        "half a GPU",
+        WHOLE_DEVICES,
+        resources({"nvidia.com/gpu": "500m"}, {"nvidia.com/gpu": "0.5"}),
+        resources({"nvidia.com/gpu": "1000m"}, {"nvidia.com/gpu": "1"}),
+    ),
+    Case(
+        "a startup budget under 30s",
+        STARTUP_TIMEOUT,
+        {"model": {"startupTimeout": "29s"}},
+        {"model": {"startupTimeout": "30s"}},
+    ),
+    Case(
+        "a startup budget over 4h",
+        STARTUP_TIMEOUT,
+        {"model": {"startupTimeout": "4h1s"}},
+        {"model": {"startupTimeout": "3h59m60s"}},
+    ),
+    Case(
+        "the model volume over /dev",
+        MOUNT_PATH,
+        {"storage": {**STORAGE, "mountPath": "/dev"}},
+        {"storage": {**STORAGE, "mountPath": "/devices"}},
+    ),
+    Case("an empty /dev/shm", SHM_ABOVE_ZERO, shared_memory("0"), shared_memory("1Mi")),
+    Case(
+        "a /dev/shm that leaves no room for /tmp",
+        SHM_FITS,
+        shared_memory("7937Mi"),
+        shared_memory("7936Mi"),
+    ),
+    Case(
+        "a /dev/shm above the memory limit",
+        SHM_FITS,
+        shared_memory("16Gi", "8Gi"),
+        shared_memory("16Gi", "17Gi"),
+    ),
+    Case("In without values", IN_VALUES, requiring(operator="In"), requiring(operator="In", values=["A100"])),
+    Case(
+        "NotIn with an empty list",
+        IN_VALUES,
+        requiring(operator="NotIn", values=[]),
+        requiring(operator="NotIn", values=["T4"]),
+    ),
+    Case(
+        "Exists with values",
+        EXISTS_NO_VALUES,
+        requiring(operator="Exists", values=["A100"]),
+        requiring(operator="Exists"),
+    ),
+    Case(
+        "Gt with a word",
+        GT_NUMBER,
+        requiring(operator="Gt", values=["many"]),
+        requiring(operator="Gt", values=["79"]),
+    ),
+    Case(
+        "Lt with two numbers",
+        GT_NUMBER,
+        requiring(operator="Lt", values=["1", "2"]),
+        requiring(operator="Lt", values=["2"]),
+    ),
+]
+
 CASES = [
+    *ACCELERATOR_CASES,
     Case(
         "gRPC without an HTTP health port",
         GRPC_HEALTH_PORT,
@@ -562,6 +779,10 @@ MOUNT_PATHS = [
     ("/models", False),
     ("/var/run/secrets/other", False),
     ("/var/run/secrets/securemodels2", False),
+    ("/dev/shm", True),
+    ("/dev", True),
+    ("/dev/shm/models", True),
+    ("/devices", False),
     ("/var/lib/models", False),
 ]
 

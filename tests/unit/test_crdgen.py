@@ -107,20 +107,48 @@ def test_printer_columns(version: Node) -> None:
     assert (columns["Age"]["type"], columns["Age"]["jsonPath"]) == ("date", ".metadata.creationTimestamp")
 
 
+def without_int_or_string(node: Any) -> Any:
+    """The schema less the one union Kubernetes allows: x-kubernetes-int-or-string's anyOf."""
+    if isinstance(node, dict):
+        return {
+            key: without_int_or_string(value)
+            for key, value in node.items()
+            if not (key == "anyOf" and node.get("x-kubernetes-int-or-string"))
+        }
+    if isinstance(node, list):
+        return [without_int_or_string(item) for item in node]
+    return node
+
+
 def test_schema_has_no_constructs_a_structural_schema_forbids(root: Node) -> None:
     found = [
         (key, value)
-        for key, value in keys_anywhere(root)
+        for key, value in keys_anywhere(without_int_or_string(root))
         if key in FORBIDDEN_KEYS or (key == "additionalProperties" and value is False)
     ]
 
     assert found == []
 
 
-def test_every_schema_node_has_a_type(root: Node) -> None:
-    untyped = [path for path, node in schemas(root, "") if "type" not in node]
+def test_every_schema_node_has_a_type_or_is_an_int_or_string(root: Node) -> None:
+    untyped = [
+        path
+        for path, node in schemas(root, "")
+        if "type" not in node and not node.get("x-kubernetes-int-or-string")
+    ]
 
     assert untyped == []
+
+
+def test_quantities_in_resource_maps_are_ints_or_strings_as_in_kubernetes(root: Node) -> None:
+    resources = root["properties"]["spec"]["properties"]["model"]["properties"]["resources"]
+
+    for amounts in ("requests", "limits"):
+        values = resources["properties"][amounts]["additionalProperties"]
+        assert values["x-kubernetes-int-or-string"] is True
+        # Exactly this union, or the API server calls the schema not structural.
+        assert values["anyOf"] == [{"type": "integer"}, {"type": "string"}]
+        assert (values["minimum"], values["pattern"]) == (0, v1alpha1.QUANTITY_PATTERN)
 
 
 def test_every_property_has_a_description(root: Node) -> None:

@@ -87,6 +87,20 @@ ATTRIBUTIONS: list[tuple[str, str, str]] = [
     ("ConfigMap", "data.nginx.conf", MTLS),
     ("Secret", "data.tls.crt", MTLS),
     ("PersistentVolumeClaim", "spec.storageClassName", STORAGE),
+    ("Deployment", "spec.template.spec.volumes[shm].emptyDir.sizeLimit", STORAGE),
+    ("Deployment", "spec.template.spec.volumes[shm].emptyDir.medium (removed)", STORAGE),
+    ("Pod", "spec.containers[model].volumeMounts[shm].mountPath", STORAGE),
+    (
+        "Deployment",
+        "spec.template.spec.affinity.nodeAffinity.preferredDuringSchedulingIgnoredDuringExecution",
+        RESIDENCY,
+    ),
+    ("Deployment", "spec.template.spec.tolerations", RESIDENCY),
+    ("Deployment", "spec.template.spec.runtimeClassName (added)", POD),
+    ("Deployment", "spec.template.spec.priorityClassName", POD),
+    ("Deployment", "spec.template.spec.containers[model].startupProbe.failureThreshold", POD),
+    ("Pod", "spec.containers[model].resources.limits.nvidia.com/gpu", POD),
+    ("Deployment", "spec.progressDeadlineSeconds", POD),
 ]
 
 

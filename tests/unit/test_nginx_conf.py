@@ -162,7 +162,7 @@ def test_model_gets_the_verified_identity_and_nothing_else_from_the_client() -> 
     assert directives(location, "proxy_buffering") == ["off"]  # streamed answers are not held back
 
 
-def test_health_server_answers_two_paths_only() -> None:
+def test_health_server_answers_three_paths_only() -> None:
     server = health_server(render(model_port=7000, health_port=9081, health_path="/v2/health/ready"))
 
     assert directives(server, "listen") == ["9081"]
@@ -170,9 +170,32 @@ def test_health_server_answers_two_paths_only() -> None:
     assert directives(block(server, "location = /healthz"), "proxy_pass") == [
         "http://securemodels_model/v2/health/ready"
     ]
+    # Liveness asks the readiness path unless the model has a path of its own for it.
+    assert directives(block(server, "location = /livez"), "proxy_pass") == [
+        "http://securemodels_model/v2/health/ready"
+    ]
     assert directives(block(server, "location = /sidecar-healthz"), "return") == ['200 "ok\\n"']
     assert directives(block(server, "location /"), "return") == ["404"]
     assert directives(server, "access_log") == ["off"]
+
+
+def test_liveness_has_a_path_of_its_own_when_given() -> None:
+    server = health_server(render(health_path="/v1/health/ready", liveness_path="/v1/health/live"))
+
+    assert directives(block(server, "location = /healthz"), "proxy_pass") == [
+        "http://securemodels_model/v1/health/ready"
+    ]
+    assert directives(block(server, "location = /livez"), "proxy_pass") == [
+        "http://securemodels_model/v1/health/live"
+    ]
+
+
+def test_a_hung_model_fails_its_health_check_in_seconds() -> None:
+    """Not after the long wait an inference request may get: the kubelet gives up first otherwise."""
+    server = health_server(render())
+
+    for directive in ("proxy_connect_timeout", "proxy_read_timeout", "proxy_send_timeout"):
+        assert directives(server, directive) == [f"{nginx.HEALTH_TIMEOUT_SECONDS}s"]
 
 
 @pytest.mark.parametrize(
@@ -220,6 +243,8 @@ def test_identities_that_could_inject_nginx_syntax_are_refused(identity: str) ->
         {"health_path": "healthz"},
         {"health_path": "/healthz; return 200"},
         {"health_path": "/$request_uri"},
+        {"liveness_path": "/live; return 200"},
+        {"liveness_path": "live"},
         {"paths": SidecarPaths(tls_dir="relative")},
         {"paths": SidecarPaths(tmp_dir="/tmp/a b")},
         {"paths": SidecarPaths(tls_dir="/etc/{x}")},

@@ -108,7 +108,48 @@ def privileged_init(deployment: Manifest) -> None:
     ]
 
 
+def probing(probe: str, action: str, host: str = "169.254.169.254") -> Mutation:
+    """The model's `probe` pointed at another host (the cloud's metadata service, say)."""
+
+    def mutate(deployment: Manifest) -> None:
+        model = next(item for item in pod_spec(deployment)["containers"] if item["name"] == "model")
+        port = model[probe]["httpGet"]["port"] if probe in model else 80
+        model[probe] = {
+            action: {"host": host, "port": port, **({"path": "/"} if action == "httpGet" else {})}
+        }
+
+    return mutate
+
+
+def pre_stop_calling(host: str) -> Mutation:
+    def mutate(deployment: Manifest) -> None:
+        model = next(item for item in pod_spec(deployment)["containers"] if item["name"] == "model")
+        model["lifecycle"] = {"preStop": {"httpGet": {"host": host, "port": 80, "path": "/"}}}
+
+    return mutate
+
+
 TAMPERED: list[tuple[str, Mutation, str]] = [
+    (
+        "startup probe of another host",
+        probing("startupProbe", "httpGet"),
+        "container model: startupProbe calls another host",
+    ),
+    (
+        "liveness probe over TCP to another host",
+        probing("livenessProbe", "tcpSocket"),
+        "container model: livenessProbe calls another host",
+    ),
+    (
+        "readiness probe of another host",
+        probing("readinessProbe", "httpGet", "10.0.0.1"),
+        "container model: readinessProbe calls another host",
+    ),
+    (
+        "preStop hook calling another host",
+        pre_stop_calling("kubernetes.default.svc"),
+        "container model: lifecycle.preStop calls another host",
+    ),
     ("privileged", on_container("model", privileged=True), "container model is privileged"),
     (
         "privilege escalation",
@@ -305,3 +346,9 @@ def test_judging_passes_a_pod_of_an_earlier_revision() -> None:
 
 def test_preflight_has_nothing_to_block() -> None:
     assert pod_security.preflight(context(), Observed()) is None
+
+
+def test_a_probe_with_an_empty_host_calls_the_pod_itself() -> None:
+    result = judged(altered(observe(context()), "Deployment", probing("startupProbe", "httpGet", host="")))
+
+    assert result.status == "Pass"

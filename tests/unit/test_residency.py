@@ -6,7 +6,9 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
+from securemodels.api import v1alpha1
 from securemodels.desired import judging
 from securemodels.desired.controls import residency
 from securemodels.desired.model import Context, Facts, Manifest, Observed
@@ -22,6 +24,7 @@ from unit.builders import (
     pod_of,
     pod_spec,
     removed,
+    spec,
     with_pod,
     with_pods,
 )
@@ -197,3 +200,115 @@ def test_the_template_is_read_from_the_live_deployment() -> None:
 
 def test_preflight_has_nothing_to_block() -> None:
     assert residency.preflight(declared(), Observed()) is None
+
+
+# ---------------------------------------------------------------------------- spec.scheduling.nodeAffinity
+
+H100 = {"key": "nvidia.com/gpu.product", "operator": "In", "values": ["NVIDIA-H100-80GB-HBM3"]}
+US_NODE = {"key": "kubernetes.io/hostname", "operator": "In", "values": ["gpu-us-east-1"]}
+ANY_GPU = {"key": "nvidia.com/gpu.present", "operator": "Exists"}
+
+
+def requiring(*terms: list[dict[str, Any]], **more: Any) -> dict[str, Any]:
+    affinity: dict[str, Any] = {
+        "requiredDuringSchedulingIgnoredDuringExecution": {
+            "nodeSelectorTerms": [{"matchExpressions": term} for term in terms]
+        }
+    }
+    return {"scheduling": {"nodeAffinity": {**affinity, **more}}}
+
+
+def test_every_required_term_carries_the_residency_first() -> None:
+    ctx = context(**REGIONS, **requiring([H100], [ANY_GPU, H100]))
+
+    assert terms(build(ctx).by_ref()[ctx.names.deployment]) == [
+        {"matchExpressions": [IN_REGIONS, H100]},
+        {"matchExpressions": [IN_REGIONS, ANY_GPU, H100]},
+    ]
+
+
+def test_an_extra_term_cannot_widen_the_residency() -> None:
+    """Kubernetes ORs the terms: a term naming a node in another region, as an attacker or a careless
+    user would add to reach past the residency, still carries the region requirement, so no node
+    outside the regions matches it; and the built Deployment passes the check that would fail a term
+    without it."""
+    ctx = context(**REGIONS, **requiring([H100], [US_NODE]))
+    built = build(ctx).by_ref()[ctx.names.deployment]
+
+    assert all(term["matchExpressions"][0] == IN_REGIONS for term in terms(built))
+    assert terms(built)[1] == {"matchExpressions": [IN_REGIONS, US_NODE]}
+    assert residency.check(ctx, observe(ctx)).status == "Pass"
+    without_region = altered(
+        observe(ctx), "Deployment", lambda item: terms(item)[1]["matchExpressions"].pop(0)
+    )
+    assert residency.check(ctx, without_region).status == "Fail"
+
+
+def test_without_residency_the_declared_terms_apply_as_written() -> None:
+    ctx = context(**requiring([H100], [US_NODE]))
+
+    assert residency.affinity(ctx) == {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [{"matchExpressions": [H100]}, {"matchExpressions": [US_NODE]}]
+            }
+        }
+    }
+
+
+def test_preferences_are_kept_beside_the_required_residency() -> None:
+    preferred = [{"weight": 80, "preference": {"matchExpressions": [H100]}}]
+    ctx = context(
+        **REGIONS, scheduling={"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": preferred}}
+    )
+
+    assert residency.affinity(ctx) == {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [{"matchExpressions": [IN_REGIONS]}]
+            },
+            "preferredDuringSchedulingIgnoredDuringExecution": preferred,
+        }
+    }
+
+
+def test_a_preference_alone_requires_nothing() -> None:
+    preferred = [{"weight": 1, "preference": {"matchExpressions": [ANY_GPU]}}]
+    ctx = context(scheduling={"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": preferred}})
+
+    assert residency.affinity(ctx) == {
+        "nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": preferred}
+    }
+
+
+@pytest.mark.parametrize(
+    "node_affinity",
+    [
+        {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": []}},
+        {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{"matchExpressions": []}]}},
+        {
+            "preferredDuringSchedulingIgnoredDuringExecution": [
+                {"weight": 1, "preference": {"matchExpressions": []}}
+            ]
+        },
+        {
+            "preferredDuringSchedulingIgnoredDuringExecution": [
+                {"weight": 0, "preference": {"matchExpressions": [ANY_GPU]}}
+            ]
+        },
+        {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [{"matchFields": [US_NODE]}]
+            }
+        },
+    ],
+    ids=["no term", "an empty term", "an empty preference", "weight zero", "matchFields"],
+)
+def test_empty_terms_and_node_fields_are_refused(node_affinity: dict[str, Any]) -> None:
+    """An empty term matches no node in Kubernetes; with the region added it would match every node
+    of the regions, the opposite of what it said: it is refused, as are node fields, which name nodes
+    rather than describe them."""
+    with pytest.raises(ValidationError) as caught:
+        spec(**REGIONS, scheduling={"nodeAffinity": node_affinity})
+
+    assert "scheduling.nodeAffinity" in v1alpha1.describe(caught.value)

@@ -126,8 +126,9 @@ def test_resources_are_always_set() -> None:
 def test_probes_go_through_the_sidecar_health_port() -> None:
     model = container(deployment(), "model")
 
+    assert model["startupProbe"]["httpGet"] == {"path": "/healthz", "port": HEALTH_PORT}
     assert model["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": HEALTH_PORT}
-    assert model["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": HEALTH_PORT}
+    assert model["livenessProbe"]["httpGet"] == {"path": "/livez", "port": HEALTH_PORT}
 
 
 def test_scratch_is_mounted_at_tmp_from_memory() -> None:
@@ -193,3 +194,34 @@ def test_the_stamp_changes_with_the_pod_spec_only() -> None:
 
     assert mac(first) == mac(replicas)
     assert mac(first) != mac(port)
+
+
+def test_no_dev_shm_volume_unless_declared() -> None:
+    pod = pod_spec(deployment())
+
+    assert workload.SHARED_MEMORY_VOLUME not in [volume["name"] for volume in pod["volumes"]]
+    assert "/dev/shm" not in [
+        mount["mountPath"] for mount in container(deployment(), "model")["volumeMounts"]
+    ]
+
+
+def test_dev_shm_is_memory_of_the_declared_size_for_the_model_only() -> None:
+    spec = {
+        "model": {
+            "sharedMemorySize": "8Gi",
+            "resources": {
+                "requests": {"cpu": "4", "memory": "16Gi"},
+                "limits": {"cpu": "8", "memory": "24Gi"},
+            },
+        }
+    }
+    built = deployment(**spec)
+
+    assert {
+        "name": workload.SHARED_MEMORY_VOLUME,
+        "emptyDir": {"medium": "Memory", "sizeLimit": "8Gi"},
+    } in pod_spec(built)["volumes"]
+    assert {"name": workload.SHARED_MEMORY_VOLUME, "mountPath": "/dev/shm"} in container(built, "model")[
+        "volumeMounts"
+    ]
+    assert "/dev/shm" not in [mount["mountPath"] for mount in container(built, mtls.SIDECAR)["volumeMounts"]]

@@ -41,7 +41,8 @@ def _resolve(node: Any, defs: dict[str, Any]) -> Any:
                 target["x-kubernetes-validations"] + node["x-kubernetes-validations"]
             )
         return _resolve(merged, defs)
-    any_of = node.pop("anyOf", None)
+    # Kubernetes' one union: a quantity written as an integer or a string, kept as the schema says it.
+    any_of = None if node.get("x-kubernetes-int-or-string") else node.pop("anyOf", None)
     if any_of is not None:
         not_null = [option for option in any_of if option.get("type") != "null"]
         if len(not_null) != 1:

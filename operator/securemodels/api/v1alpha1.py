@@ -16,14 +16,17 @@ import ipaddress
 import re
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Annotated, Any, ClassVar, Literal, Self
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     GetJsonSchemaHandler,
     ValidationError,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -43,6 +46,10 @@ NAME_PATTERN = "^[a-z]([-a-z0-9]*[a-z0-9])?$"
 
 SECRET_FILES_DIR = "/var/run/secrets/securemodels"  # noqa: S105 - a directory, not a password
 SCRATCH_DIR = "/tmp"
+SCRATCH_SIZE = "256Mi"
+SHARED_MEMORY_DIR = "/dev/shm"
+# A model's startup budget: long enough for the largest weights, short enough to catch a typo.
+MIN_STARTUP_TIMEOUT, MAX_STARTUP_TIMEOUT = "30s", "4h"
 # Ports the operator's sidecar owns inside the pod; the model must not take them.
 TLS_PORT = 8443
 HEALTH_PORT = 8081
@@ -68,7 +75,10 @@ DURATION_PATTERN = r"^([0-9]+h)?([0-9]+m)?([0-9]+s)?$"
 QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|Ki|Mi|Gi|Ti)?$"
 # Absolute paths of plain segments: no empty segment, no "." or "..", no trailing slash.
 MOUNT_PATH_PATTERN = r"^(/[A-Za-z0-9_-][A-Za-z0-9._-]*)+$"
+# HTTP paths go into the sidecar's nginx.conf: no spaces, quotes, semicolons, braces or variables.
+HTTP_PATH_PATTERN = r"^/[A-Za-z0-9/._-]*$"
 _DURATION = re.compile(r"([0-9]+h)?([0-9]+m)?([0-9]+s)?")
+_QUANTITY = re.compile(r"(?P<number>[0-9]+(\.[0-9]+)?)(?P<suffix>m|k|M|G|T|Ki|Mi|Gi|Ti)?")
 
 
 def registry_allows(image: str, registries: tuple[str, ...] | list[str]) -> bool:
@@ -220,22 +230,161 @@ class EnvVar(ApiModel):
     value_from: EnvSource | None = Field(None, description="Value read from a ConfigMap.")
 
 
-class ResourceAmounts(ApiModel):
-    """CPU and memory amounts (Kubernetes quantities, e.g. 500m, 2, 512Mi, 4Gi)."""
+# The names a container's resources may use: cpu, memory, and extended resources, which device plugins
+# advertise (nvidia.com/gpu, nvidia.com/mig-1g.10gb, amd.com/gpu). Kubernetes' own rule for an extended
+# resource: a domain-prefixed name outside kubernetes.io, and not a quota name (requests.<resource>).
+STANDARD_RESOURCES = ("cpu", "memory")
+EXTENDED_RESOURCE_PATTERN = (
+    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*/"
+    r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+)
+MAX_RESOURCE_NAME_LENGTH = 128
+_QUANTITY_SUFFIXES = {
+    "": Decimal(1),
+    "m": Decimal("0.001"),
+    "k": Decimal(10**3),
+    "M": Decimal(10**6),
+    "G": Decimal(10**9),
+    "T": Decimal(10**12),
+    "Ki": Decimal(2**10),
+    "Mi": Decimal(2**20),
+    "Gi": Decimal(2**30),
+    "Ti": Decimal(2**40),
+}
 
-    cpu: str = Field(description="CPU quantity.", pattern=QUANTITY_PATTERN, max_length=32)
-    memory: str = Field(description="Memory quantity.", pattern=QUANTITY_PATTERN, max_length=32)
+
+def quantity(text: str) -> Decimal:
+    """The value of a quantity as QUANTITY_PATTERN admits it (500m, 2, 1.5Gi): CEL's quantity()."""
+    match = _QUANTITY.fullmatch(text)
+    if match is None:
+        raise ValueError(f"invalid quantity {text!r}")
+    return Decimal(match["number"]) * _QUANTITY_SUFFIXES[match["suffix"] or ""]
+
+
+def is_extended_resource(name: str) -> bool:
+    """Whether `name` is an extended resource as Kubernetes defines one (IsExtendedResourceName)."""
+    return (
+        len(name) <= MAX_RESOURCE_NAME_LENGTH
+        and re.fullmatch(EXTENDED_RESOURCE_PATTERN, name) is not None
+        and "kubernetes.io/" not in name
+        and not name.startswith("requests.")
+    )
+
+
+def _quantity_text(value: object) -> object:
+    """Kubernetes writes a quantity as a string or an integer (nvidia.com/gpu: 1); the operator keeps
+    the text. A bool is left for the type check to refuse."""
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+# A quantity in a resource map: a string of QUANTITY_PATTERN, or a non-negative integer.
+Quantity = Annotated[
+    str,
+    BeforeValidator(_quantity_text),
+    Field(pattern=QUANTITY_PATTERN, max_length=32),
+    WithJsonSchema(
+        {
+            "x-kubernetes-int-or-string": True,
+            "anyOf": [{"type": "integer"}, {"type": "string"}],
+            "minimum": 0,
+            "pattern": QUANTITY_PATTERN,
+            "maxLength": 32,
+        }
+    ),
+]
+
+
+def _resource_names(field: str) -> Rule:
+    allowed = (
+        f"k in {list(STANDARD_RESOURCES)} || (size(k) <= {MAX_RESOURCE_NAME_LENGTH} && "
+        f"k.matches('{EXTENDED_RESOURCE_PATTERN}') && !k.contains('kubernetes.io/') && "
+        "!k.startsWith('requests.'))"
+    )
+    return Rule(
+        f"self.{field}.all(k, {allowed})",
+        f"spec.model.resources.{field}: a resource is cpu, memory or an extended resource "
+        "<domain>/<name> such as nvidia.com/gpu; ephemeral-storage, hugepages-*, kubernetes.io names and "
+        "quota names such as requests.nvidia.com/gpu are not accepted",
+        lambda resources: all(
+            name in STANDARD_RESOURCES or is_extended_resource(name) for name in getattr(resources, field)
+        ),
+        f".{field}",
+    )
+
+
+def _cel_quantity(amounts: str, key: str) -> str:
+    return f"quantity(string(self.{amounts}[{key}]))"
 
 
 class Resources(ApiModel):
-    """Requests and limits of the model container. Both are always set on the pod."""
+    """Requests and limits of the model container, as in Kubernetes: cpu and memory, always both set,
+    and extended resources such as nvidia.com/gpu, which cannot be overcommitted."""
 
-    requests: ResourceAmounts = Field(
-        ResourceAmounts(cpu="250m", memory="512Mi"), description="Guaranteed CPU and memory."
+    RULES = (
+        _resource_names("requests"),
+        _resource_names("limits"),
+        Rule(
+            f"{list(STANDARD_RESOURCES)}.all(k, k in self.requests && k in self.limits && "
+            f"{_cel_quantity('limits', 'k')}.isGreaterThan(quantity('0')))",
+            "spec.model.resources: requests and limits must both set cpu and memory, and the limits must "
+            "be above zero (a zero limit is no limit)",
+            lambda resources: all(
+                name in resources.requests
+                and name in resources.limits
+                and quantity(resources.limits[name]) > 0
+                for name in STANDARD_RESOURCES
+            ),
+        ),
+        Rule(
+            f"self.requests.all(k, !(k in self.limits) || "
+            f"{_cel_quantity('requests', 'k')}.compareTo({_cel_quantity('limits', 'k')}) <= 0)",
+            "spec.model.resources: a request must not exceed its limit",
+            lambda resources: all(
+                name not in resources.limits or quantity(amount) <= quantity(resources.limits[name])
+                for name, amount in resources.requests.items()
+            ),
+        ),
+        Rule(
+            f"self.requests.all(k, k in {list(STANDARD_RESOURCES)} || (k in self.limits && "
+            f"{_cel_quantity('requests', 'k')}.compareTo({_cel_quantity('limits', 'k')}) == 0))",
+            "spec.model.resources: an extended resource such as nvidia.com/gpu cannot be overcommitted: "
+            "its request must equal its limit, or set the limit alone",
+            lambda resources: all(
+                name in STANDARD_RESOURCES
+                or (name in resources.limits and quantity(amount) == quantity(resources.limits[name]))
+                for name, amount in resources.requests.items()
+            ),
+        ),
+        Rule(
+            f"self.limits.all(k, k in {list(STANDARD_RESOURCES)} || "
+            f"{_cel_quantity('limits', 'k')}.isInteger())",
+            "spec.model.resources.limits: an extended resource counts whole devices (nvidia.com/gpu: 1, "
+            "not 0.5 or 500m)",
+            lambda resources: all(
+                name in STANDARD_RESOURCES or quantity(amount) == quantity(amount).to_integral_value()
+                for name, amount in resources.limits.items()
+            ),
+            ".limits",
+        ),
     )
-    limits: ResourceAmounts = Field(
-        ResourceAmounts(cpu="2", memory="2Gi"), description="Maximum CPU and memory."
+    requests: dict[str, Quantity] = Field(
+        {"cpu": "250m", "memory": "512Mi"},
+        max_length=8,
+        description=(
+            "Guaranteed resources: cpu and memory, and extended resources equal to their limits "
+            "(an extended resource set only in limits is requested as much)."
+        ),
     )
+    limits: dict[str, Quantity] = Field(
+        {"cpu": "2", "memory": "2Gi"},
+        max_length=8,
+        description="Maximum resources: cpu and memory, and extended resources such as nvidia.com/gpu.",
+    )
+
+    def container_resources(self) -> dict[str, dict[str, str]]:
+        """As the container gets them. Kubernetes fills a missing request from its limit on the Pod but
+        not on a template: the template says so itself, so that its pods are what it says."""
+        return {"requests": {**self.limits, **self.requests}, "limits": dict(self.limits)}
 
 
 IMAGE_RULE = Rule(
@@ -272,6 +421,35 @@ class ModelSpec(ApiModel):
             f"spec.model.env: names starting with {RESERVED_ENV_PREFIX} are reserved for the operator",
             lambda model: not any(item.name.startswith(RESERVED_ENV_PREFIX) for item in model.env),
             ".env",
+        ),
+        Rule(
+            f"duration(self.startupTimeout) >= duration('{MIN_STARTUP_TIMEOUT}') && "
+            f"duration(self.startupTimeout) <= duration('{MAX_STARTUP_TIMEOUT}')",
+            f"spec.model.startupTimeout must be between {MIN_STARTUP_TIMEOUT} and {MAX_STARTUP_TIMEOUT}",
+            lambda model: (
+                seconds(MIN_STARTUP_TIMEOUT) <= seconds(model.startup_timeout) <= seconds(MAX_STARTUP_TIMEOUT)
+            ),
+            ".startupTimeout",
+        ),
+        Rule(
+            "!has(self.sharedMemorySize) || quantity(self.sharedMemorySize).isGreaterThan(quantity('0'))",
+            "spec.model.sharedMemorySize must be above zero",
+            lambda model: model.shared_memory_size is None or quantity(model.shared_memory_size) > 0,
+            ".sharedMemorySize",
+        ),
+        Rule(
+            "!has(self.sharedMemorySize) || !('memory' in self.resources.limits) || "
+            f"quantity(self.sharedMemorySize).add(quantity('{SCRATCH_SIZE}'))"
+            ".compareTo(quantity(string(self.resources.limits['memory']))) <= 0",
+            f"spec.model.sharedMemorySize and the {SCRATCH_SIZE} in-memory {SCRATCH_DIR} must fit in "
+            "spec.model.resources.limits.memory: what the model writes to them counts against it",
+            lambda model: (
+                model.shared_memory_size is None
+                or "memory" not in model.resources.limits
+                or quantity(model.shared_memory_size) + quantity(SCRATCH_SIZE)
+                <= quantity(model.resources.limits["memory"])
+            ),
+            ".sharedMemorySize",
         ),
     )
     image: str = Field(
@@ -310,9 +488,35 @@ class ModelSpec(ApiModel):
     )
     health_path: str = Field(
         "/healthz",
-        pattern=r"^/[A-Za-z0-9/._-]*$",
+        pattern=HTTP_PATH_PATTERN,
         max_length=256,
-        description="HTTP path the sidecar calls for readiness and liveness of the model.",
+        description=(
+            "HTTP path that answers 200 when the model can serve: the readiness and startup checks, and "
+            "the liveness check unless livenessPath is set. vLLM and TGI: /health; NIM: "
+            "/v1/health/ready; KServe v2: /v2/health/ready."
+        ),
+    )
+    liveness_path: str | None = Field(
+        None,
+        pattern=HTTP_PATH_PATTERN,
+        max_length=256,
+        description=(
+            "HTTP path that answers 200 while the model process is healthy, when that differs from "
+            "healthPath (NIM: /v1/health/live; KServe v2: /v2/health/live). The container is restarted "
+            "when it fails for two minutes."
+        ),
+    )
+    startup_timeout: str = Field(
+        "5m",
+        pattern=DURATION_PATTERN,
+        min_length=2,
+        max_length=16,
+        description=(
+            f"How long the model may take to load, from its start to its first successful readiness "
+            f"check, {MIN_STARTUP_TIMEOUT} to {MAX_STARTUP_TIMEOUT}. Liveness is checked only after it; "
+            "a model not ready by then is restarted. The Deployment's progress deadline leaves this "
+            "budget and ten minutes more."
+        ),
     )
     replicas: int = Field(1, ge=0, le=1000, description="Number of model server pods.")
     command: list[Annotated[str, Field(max_length=4096)]] | None = Field(
@@ -336,7 +540,19 @@ class ModelSpec(ApiModel):
         description=f"Secrets mounted read-only as files under {SECRET_FILES_DIR}/<name>/.",
         json_schema_extra=list_map("name"),
     )
-    resources: Resources = Field(Resources(), description="CPU and memory requests and limits.")
+    resources: Resources = Field(
+        Resources(), description="Requests and limits: cpu, memory and extended resources (GPUs)."
+    )
+    shared_memory_size: str | None = Field(
+        None,
+        pattern=QUANTITY_PATTERN,
+        max_length=32,
+        description=(
+            "Size of a memory-backed /dev/shm, e.g. 8Gi, for inference across several GPUs (PyTorch and "
+            f"NCCL exchange tensors there). It counts against the memory limit, with the {SCRATCH_SIZE} "
+            f"{SCRATCH_DIR}. Default: none, the container runtime's 64Mi."
+        ),
+    )
 
     @field_validator("env")
     @classmethod
@@ -731,11 +947,15 @@ class Access(ApiModel):
 # -------------------------------------------------------------------------------------------- storage
 
 
+# Directories the operator mounts in the model container (/dev/shm with spec.model.sharedMemorySize).
+OPERATOR_MOUNTS = (SCRATCH_DIR, SECRET_FILES_DIR, SHARED_MEMORY_DIR)
+
+
 def mount_path_reserved(path: str) -> bool:
-    """The model's scratch directory, the Secret files' directory, or a directory above either."""
+    """The model's scratch directory, the Secret files' directory, /dev/shm, or a directory above one."""
     return any(
         path == taken or path.startswith(taken + "/") or taken.startswith(path + "/")
-        for taken in (SCRATCH_DIR, SECRET_FILES_DIR)
+        for taken in OPERATOR_MOUNTS
     )
 
 
@@ -747,10 +967,10 @@ class Storage(ApiModel):
             " && ".join(
                 f"self.mountPath != '{taken}' && !self.mountPath.startsWith('{taken}/') && "
                 f"!'{taken}'.startsWith(self.mountPath + '/')"
-                for taken in (SCRATCH_DIR, SECRET_FILES_DIR)
+                for taken in OPERATOR_MOUNTS
             ),
-            f"spec.storage.mountPath must not be {SCRATCH_DIR} or {SECRET_FILES_DIR}, nor a directory "
-            "inside or above them: the operator mounts those",
+            f"spec.storage.mountPath must not be {', '.join(OPERATOR_MOUNTS)}, nor a directory inside or "
+            "above them: the operator mounts those",
             lambda storage: not mount_path_reserved(storage.mount_path),
             ".mountPath",
         ),
@@ -845,6 +1065,89 @@ class Toleration(ApiModel):
     )
 
 
+NODE_AFFINITY_OPERATORS = ("In", "NotIn", "Exists", "DoesNotExist", "Gt", "Lt")
+
+
+class NodeSelectorRequirement(ApiModel):
+    """A requirement on a node label, as in Kubernetes."""
+
+    RULES = (
+        Rule(
+            "!(self.operator in ['In', 'NotIn']) || (has(self.values) && size(self.values) > 0)",
+            "a node selector requirement with operator In or NotIn needs values",
+            lambda item: item.operator not in ("In", "NotIn") or bool(item.values),
+        ),
+        Rule(
+            "!(self.operator in ['Exists', 'DoesNotExist']) || !has(self.values) || size(self.values) == 0",
+            "a node selector requirement with operator Exists or DoesNotExist takes no values",
+            lambda item: item.operator not in ("Exists", "DoesNotExist") or not item.values,
+        ),
+        Rule(
+            "!(self.operator in ['Gt', 'Lt']) || (has(self.values) && size(self.values) == 1 && "
+            "self.values[0].matches('^[0-9]{1,18}$'))",
+            "a node selector requirement with operator Gt or Lt takes one whole number",
+            lambda item: (
+                item.operator not in ("Gt", "Lt")
+                or (len(item.values) == 1 and re.fullmatch(r"[0-9]{1,18}", item.values[0]) is not None)
+            ),
+        ),
+    )
+    key: str = Field(description="Node label key.", pattern=LABEL_KEY_PATTERN, max_length=317)
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist", "Gt", "Lt"] = Field(
+        description="In, NotIn, Exists, DoesNotExist, Gt or Lt.", json_schema_extra={"maxLength": 12}
+    )
+    values: list[Annotated[str, Field(max_length=63, pattern=LABEL_VALUE_PATTERN)]] = Field(
+        default_factory=list,
+        max_length=64,
+        description="Label values: for In and NotIn one or more, for Gt and Lt one whole number.",
+    )
+
+    def as_manifest(self) -> dict[str, Any]:
+        found: dict[str, Any] = {"key": self.key, "operator": self.operator}
+        if self.values:
+            found["values"] = list(self.values)
+        return found
+
+
+class NodeSelectorTerm(ApiModel):
+    """Requirements that must all hold of a node."""
+
+    match_expressions: list[NodeSelectorRequirement] = Field(
+        min_length=1, max_length=16, description="Requirements on node labels, all of which must hold."
+    )
+
+
+class RequiredNodeAffinity(ApiModel):
+    """Nodes the pods must run on: any one of the terms must hold, and the residency as well."""
+
+    node_selector_terms: list[NodeSelectorTerm] = Field(
+        min_length=1,
+        max_length=8,
+        description=(
+            "Terms, any one of which must hold. The residency's region requirement is added to every "
+            "term, so no term reaches outside spec.residency.regions."
+        ),
+    )
+
+
+class PreferredSchedulingTerm(ApiModel):
+    """A preference for nodes, and its weight."""
+
+    weight: int = Field(ge=1, le=100, description="Added to the score of a node that matches, 1 to 100.")
+    preference: NodeSelectorTerm = Field(description="Requirements the preferred nodes meet.")
+
+
+class NodeAffinity(ApiModel):
+    """Node affinity, as in Kubernetes. It narrows where the pods run; it cannot widen the residency."""
+
+    required_during_scheduling_ignored_during_execution: RequiredNodeAffinity | None = Field(
+        None, description="Nodes the pods must run on."
+    )
+    preferred_during_scheduling_ignored_during_execution: list[PreferredSchedulingTerm] = Field(
+        default_factory=list, max_length=16, description="Nodes the scheduler prefers, by weight."
+    )
+
+
 class Scheduling(ApiModel):
     """Where the model's pods may be scheduled, besides spec.residency. These fields only narrow: the
     residency's required node affinity always applies as well."""
@@ -871,6 +1174,13 @@ class Scheduling(ApiModel):
     )
     runtime_class_name: str | None = Field(
         None, pattern=DNS_SUBDOMAIN_PATTERN, max_length=253, description="RuntimeClass of the pods."
+    )
+    node_affinity: NodeAffinity | None = Field(
+        None,
+        description=(
+            "Required and preferred node affinity. Required terms are ORed, as in Kubernetes, and the "
+            "residency's region requirement is part of each of them."
+        ),
     )
 
 

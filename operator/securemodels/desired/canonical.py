@@ -26,6 +26,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from securemodels.api.v1alpha1 import is_extended_resource
 from securemodels.desired import naming
 
 Manifest = dict[str, Any]
@@ -168,10 +169,40 @@ def _without_default_tolerations(tolerations: Sequence[Mapping[str, Any]]) -> li
     ]
 
 
+def _requested_extended_resources(pod_spec: Mapping[str, Any]) -> frozenset[str]:
+    return frozenset(
+        name
+        for key in ("initContainers", "containers")
+        for container in pod_spec.get(key) or []
+        for name in ((container.get("resources") or {}).get("requests") or {})
+        if is_extended_resource(name)
+    )
+
+
+def _without_extended_resource_tolerations(
+    tolerations: Sequence[Mapping[str, Any]], resources: frozenset[str]
+) -> list[Mapping[str, Any]]:
+    """Less what the ExtendedResourceToleration admission plugin (on in some managed clusters) adds to a
+    pod that requests an extended resource: a toleration of the NoSchedule taint of that name. It lets
+    the pod onto nodes the resource it requests already confines it to."""
+    return [
+        item
+        for item in tolerations
+        if not (
+            item.get("key") in resources
+            and item.get("operator") == "Exists"
+            and item.get("effect") == "NoSchedule"
+            and set(item) == {"key", "operator", "effect"}
+        )
+    ]
+
+
 def pod_spec_as_templated(pod_spec: Mapping[str, Any]) -> Manifest:
     """A pod's spec less what scheduling and admission add to every pod: what its template said."""
     spec = {key: value for key, value in pod_spec.items() if key not in _SCHEDULING_FIELDS}
-    tolerations = _without_default_tolerations(spec.get("tolerations") or [])
+    tolerations = _without_extended_resource_tolerations(
+        _without_default_tolerations(spec.get("tolerations") or []), _requested_extended_resources(spec)
+    )
     if tolerations:
         spec["tolerations"] = tolerations
     else:

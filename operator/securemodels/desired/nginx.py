@@ -40,7 +40,11 @@ CERT_FILE = pki.CERT_KEY
 KEY_FILE = pki.PRIVATE_KEY_KEY
 CLIENT_CA_FILE = pki.CA_BUNDLE_KEY
 SIDECAR_HEALTH_PATH = "/sidecar-healthz"
+# What the kubelet asks the health server about the model: readiness (and startup), and liveness.
 MODEL_HEALTH_PATH = "/healthz"
+MODEL_LIVENESS_PATH = "/livez"
+# A health check the model does not answer within this long fails; the kubelet gives up a second later.
+HEALTH_TIMEOUT_SECONDS = 4
 IDENTITY_HEADER = "X-Client-Identity"
 QUARANTINE_FILE = "quarantined"
 
@@ -302,6 +306,7 @@ def render_nginx_conf(
     *,
     model_port: int,
     health_path: str,
+    liveness_path: str | None = None,
     min_tls_version: Literal["1.3", "1.2"],
     client_identities: Sequence[str],
     traffic: Traffic = Traffic(),
@@ -313,8 +318,9 @@ def render_nginx_conf(
     """The sidecar's nginx.conf.
 
     `client_identities` are the CNs allowed through (e.g. "gateway.ml-gw"); with none, every request is
-    refused with 403. `listen_address` is the one address both servers listen on; by default they listen
-    on every address, since other pods and the kubelet connect to the pod IP.
+    refused with 403. `health_path` answers readiness, `liveness_path` (by default the same) liveness.
+    `listen_address` is the one address both servers listen on; by default they listen on every
+    address, since other pods and the kubelet connect to the pod IP.
     """
     ports = {
         "model_port": _check_port(model_port, "model_port"),
@@ -327,6 +333,7 @@ def render_nginx_conf(
         raise ValueError(f"unsupported minimum TLS version {min_tls_version!r}")
     _check_traffic(traffic, model_port)
     health_path = _check_path(health_path, "health_path")
+    liveness_path = _check_path(liveness_path or health_path, "liveness_path")
     tls_dir = _check_dir(paths.tls_dir, "tls_dir")
     tmp_dir = _check_dir(paths.tmp_dir, "tmp_dir")
     config_dir = _check_dir(paths.config_dir, "config_dir")
@@ -418,8 +425,16 @@ http {{
         listen {_listen(listen_address, health_port)};
         access_log off;
 
+        proxy_connect_timeout {HEALTH_TIMEOUT_SECONDS}s;
+        proxy_read_timeout {HEALTH_TIMEOUT_SECONDS}s;
+        proxy_send_timeout {HEALTH_TIMEOUT_SECONDS}s;
+
         location = {MODEL_HEALTH_PATH} {{
             proxy_pass {health_target}{health_path};
+        }}
+
+        location = {MODEL_LIVENESS_PATH} {{
+            proxy_pass {health_target}{liveness_path};
         }}
 
         location = {SIDECAR_HEALTH_PATH} {{

@@ -4,13 +4,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from securemodels.api.v1alpha1 import HEALTH_PORT, RESERVED_ENV_PREFIX, SCRATCH_DIR, SECRET_FILES_DIR, EnvVar
-from securemodels.desired import canonical, naming
+from securemodels.api.v1alpha1 import (
+    RESERVED_ENV_PREFIX,
+    SCRATCH_DIR,
+    SCRATCH_SIZE,
+    SECRET_FILES_DIR,
+    SHARED_MEMORY_DIR,
+    EnvVar,
+)
+from securemodels.desired import canonical, naming, probes
 from securemodels.desired.controls import image_digest, mtls, pod_security, residency, storage
 from securemodels.desired.model import Context, Manifest
-from securemodels.desired.nginx import MODEL_HEALTH_PATH
 
 SCRATCH_VOLUME = "scratch"
+SHARED_MEMORY_VOLUME = "shm"
 BIND_ADDRESS_ENV = f"{RESERVED_ENV_PREFIX}BIND_ADDRESS"
 PORT_ENV = f"{RESERVED_ENV_PREFIX}PORT"
 
@@ -31,8 +38,9 @@ def _secret_volume(name: str) -> str:
 
 def model_container(context: Context) -> dict[str, Any]:
     model = context.spec.model
-    probe = {"httpGet": {"path": MODEL_HEALTH_PATH, "port": HEALTH_PORT}}
     mounts: list[dict[str, Any]] = [{"name": SCRATCH_VOLUME, "mountPath": SCRATCH_DIR}]
+    if model.shared_memory_size is not None:
+        mounts.append({"name": SHARED_MEMORY_VOLUME, "mountPath": SHARED_MEMORY_DIR})
     if context.spec.storage is not None:
         mounts.append({"name": storage.VOLUME, "mountPath": context.spec.storage.mount_path})
     mounts += [
@@ -48,15 +56,11 @@ def model_container(context: Context) -> dict[str, Any]:
             {"name": PORT_ENV, "value": str(model.port)},
             *(_env(variable) for variable in model.env),
         ],
-        "resources": {
-            "requests": {"cpu": model.resources.requests.cpu, "memory": model.resources.requests.memory},
-            "limits": {"cpu": model.resources.limits.cpu, "memory": model.resources.limits.memory},
-        },
+        "resources": model.resources.container_resources(),
         "securityContext": pod_security.container_security_context(),
-        "readinessProbe": {**probe, "periodSeconds": 10, "failureThreshold": 3},
+        **probes.model_probes(context),
         # The sidecar drains for as long: the model must answer what it forwards meanwhile.
         "lifecycle": {"preStop": {"sleep": {"seconds": mtls.DRAIN_SECONDS}}},
-        "livenessProbe": {**probe, "periodSeconds": 20, "failureThreshold": 6, "initialDelaySeconds": 30},
         "volumeMounts": mounts,
     }
     if model.command is not None:
@@ -86,6 +90,15 @@ def _scheduling(context: Context) -> dict[str, Any]:
     return found
 
 
+def _memory_volumes(context: Context) -> list[dict[str, Any]]:
+    """Scratch space and the optional /dev/shm, in memory and bounded: nothing reaches the node's disk,
+    and what the model writes counts against its memory limit."""
+    volumes = [{"name": SCRATCH_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": SCRATCH_SIZE}}]
+    if (size := context.spec.model.shared_memory_size) is not None:
+        volumes.append({"name": SHARED_MEMORY_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": size}})
+    return volumes
+
+
 def _strategy(context: Context) -> dict[str, Any]:
     """Replace pods one at a time with no gap; but a ReadWriteOnce volume can be attached to one node
     only, so with storage the old pod must go before the new one starts."""
@@ -96,10 +109,7 @@ def _strategy(context: Context) -> dict[str, Any]:
 
 def deployment(context: Context, server: mtls.ServerTLS) -> Manifest:
     owner = context.owner
-    volumes = [
-        {"name": SCRATCH_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": "256Mi"}},
-        *mtls.sidecar_volumes(context),
-    ]
+    volumes = [*_memory_volumes(context), *mtls.sidecar_volumes(context)]
     if (model_volume := storage.volume(context)) is not None:
         volumes.append(model_volume)
     volumes += [
@@ -124,6 +134,7 @@ def deployment(context: Context, server: mtls.ServerTLS) -> Manifest:
         "spec": {
             "replicas": context.spec.model.replicas,
             "revisionHistoryLimit": 3,
+            "progressDeadlineSeconds": probes.progress_deadline_seconds(context),
             "selector": {"matchLabels": naming.selector_labels(owner)},
             "strategy": _strategy(context),
             "template": {

@@ -105,6 +105,7 @@ def nginx_conf(context: Context) -> str:
     return render_nginx_conf(
         model_port=context.spec.model.port,
         health_path=context.spec.model.health_path,
+        liveness_path=context.spec.model.liveness_path,
         min_tls_version=mtls.min_tls_version,
         client_identities=sorted(client_identity(client) for client in mtls.clients),
         traffic=traffic(context),

@@ -1,6 +1,6 @@
 """Control `pod-security`: Pod Security Standard "restricted", plus a read-only root filesystem and no
-host namespaces, privileged containers, hostPath volumes or host ports; and what runs is what the
-operator's template says.
+host namespaces, privileged containers, hostPath volumes, host ports or probes of other hosts; and what
+runs is what the operator's template says.
 
 A container that breaks out of its sandbox reaches the node and every other workload on it; these
 settings remove the usual ways out (privilege escalation, capabilities, host namespaces and paths).
@@ -76,7 +76,25 @@ def _container_problems(container: Manifest, pod_context: Manifest) -> list[str]
     if context.get("procMount") not in (None, "Default"):
         problems.append(f"container {name} unmasks /proc")
     problems += _confinement_problems(f"container {name}", context)
+    problems += [f"container {name}: {what} calls another host" for what in _handlers_with_a_host(container)]
     return problems
+
+
+_PROBES = ("startupProbe", "readinessProbe", "livenessProbe")
+_LIFECYCLE_HOOKS = ("postStart", "preStop")
+
+
+def _handlers_with_a_host(container: Manifest) -> list[str]:
+    """Probes and lifecycle hooks that name a host (Pod Security "baseline" since Kubernetes 1.34): the
+    kubelet would call it from the node, past every NetworkPolicy."""
+    lifecycle = container.get("lifecycle") or {}
+    handlers = [(probe, container.get(probe) or {}) for probe in _PROBES]
+    handlers += [(f"lifecycle.{hook}", lifecycle.get(hook) or {}) for hook in _LIFECYCLE_HOOKS]
+    return [
+        what
+        for what, handler in handlers
+        if any((handler.get(action) or {}).get("host") for action in ("httpGet", "tcpSocket"))
+    ]
 
 
 # SELinux types Pod Security "restricted" allows (the others, e.g. spc_t, escape confinement).

@@ -1,8 +1,9 @@
 """Control `data-residency`: the model runs only on nodes in the declared regions.
 
 Regulations such as GDPR tie where personal data is processed; a required node affinity on the
-well-known region label makes the scheduler refuse every node elsewhere. Judged on the Deployment's
-template and on where each running pod actually is: the region label of its node.
+well-known region label makes the scheduler refuse every node elsewhere. spec.scheduling's node affinity
+narrows it and cannot widen it: the region requirement is part of every required term. Judged on the
+Deployment's template and on where each running pod actually is: the region label of its node.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any
 
+from securemodels.api.v1alpha1 import NodeAffinity, NodeSelectorRequirement
 from securemodels.desired.controls.base import verdict
 from securemodels.desired.model import Blocker, Context, ControlResult, Observed
 
@@ -29,12 +31,31 @@ def _region_requirement(regions: list[str]) -> dict[str, Any]:
     return {"key": REGION_LABEL, "operator": "In", "values": regions}
 
 
+def _term(requirements: list[NodeSelectorRequirement], *first: dict[str, Any]) -> dict[str, Any]:
+    return {"matchExpressions": [*first, *(item.as_manifest() for item in requirements)]}
+
+
 def affinity(context: Context) -> dict[str, Any] | None:
+    """The pods' node affinity: spec.scheduling's terms, with the residency's region requirement in every
+    required term. Kubernetes ORs the terms, so a term without it would let the pods run anywhere; with
+    it, a term can only narrow the regions, never reach past them."""
     residency = context.spec.residency
-    if residency is None:
-        return None
-    term = {"matchExpressions": [_region_requirement(list(residency.regions))]}
-    return {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [term]}}}
+    declared = context.spec.scheduling.node_affinity or NodeAffinity()
+    region = [_region_requirement(list(residency.regions))] if residency is not None else []
+    required = declared.required_during_scheduling_ignored_during_execution
+    if required is not None:
+        terms = [_term(term.match_expressions, *region) for term in required.node_selector_terms]
+    else:
+        terms = [{"matchExpressions": region}] if region else []
+    node_affinity: dict[str, Any] = {}
+    if terms:
+        node_affinity["requiredDuringSchedulingIgnoredDuringExecution"] = {"nodeSelectorTerms": terms}
+    if declared.preferred_during_scheduling_ignored_during_execution:
+        node_affinity["preferredDuringSchedulingIgnoredDuringExecution"] = [
+            {"weight": item.weight, "preference": _term(item.preference.match_expressions)}
+            for item in declared.preferred_during_scheduling_ignored_during_execution
+        ]
+    return {"nodeAffinity": node_affinity} if node_affinity else None
 
 
 def preflight(context: Context, observed: Observed) -> Blocker | None:
