@@ -235,6 +235,36 @@ ATTEMPTS = {
         ),
         _delete_claims,
     ),
+    "silence-the-access-log": Attempt(
+        "spec.serving.accessLog", _fixed({"serving": {"accessLog": False}}), _verbs("weaken")
+    ),
+    "pick-another-container-runtime": Attempt(
+        "spec.scheduling.runtimeClassName",
+        _fixed({"scheduling": {"runtimeClassName": "runc-debug"}}),
+        _verbs("weaken"),
+    ),
+    "run-on-the-control-plane": Attempt(
+        "spec.scheduling.tolerations",
+        _fixed(
+            {
+                "scheduling": {
+                    "tolerations": [
+                        {
+                            "key": "node-role.kubernetes.io/control-plane",
+                            "operator": "Exists",
+                            "effect": "NoSchedule",
+                        }
+                    ]
+                }
+            }
+        ),
+        _verbs("weaken"),
+    ),
+    "preempt-the-cluster-with-a-system-priority": Attempt(
+        "spec.scheduling.priorityClassName",
+        _fixed({"scheduling": {"priorityClassName": "system-node-critical"}}),
+        _verbs("weaken"),
+    ),
     "give-the-smd-an-owner": Attempt("metadata.ownerReferences", _fixed({}), _verbs("set-owner"), owner=True),
 }
 
