@@ -23,7 +23,7 @@ import random
 import socket
 import threading
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -49,6 +49,7 @@ from securemodels.workqueue import WorkQueue
 log = logging.getLogger(__name__)
 MAX_BACKOFF = 300.0
 ORPHAN_SWEEP_EVERY = 10  # resync periods
+FULL_RESYNC_EVERY = 10  # resync periods: every SMD is judged afresh, changed or not
 CONFLICT_RETRY = 0.2  # seconds
 # Groups every service account is in: a binding to them could grant to any model.
 _EVERY_ACCOUNT = ("system:serviceaccounts", "system:authenticated")
@@ -81,6 +82,11 @@ class Operator:
     silence_limit: float = float("inf")
     permissions_checked: bool = False
     watching: threading.Event = field(default_factory=threading.Event)
+    # Changes the caches have seen, per namespace ("" for cluster-scoped kinds and the operator's own
+    # namespace), and what an SMD's last pass was judged on: a resync skips an SMD none of whose inputs
+    # can have changed since, but every FULL_RESYNC_EVERY-th one.
+    changes: Counter[str] = field(default_factory=Counter)
+    judged_on: dict[str, tuple[object, ...]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.caches = read.Caches(self.kube, self.config, self.on_change)
@@ -120,6 +126,8 @@ class Operator:
     def on_change(self, kind: str, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
         """A cached object changed: wake the SMDs it can affect, unless it is the echo of the operator's
         own write (which arrives while, or after, the reconcile that made it)."""
+        namespace = str(((new or old or {}).get("metadata") or {}).get("namespace") or "")
+        self.changes["" if namespace == self.config.namespace else namespace] += 1
         if new is not None:
             metadata = new["metadata"]
             written = (kind, str(metadata.get("namespace") or ""), str(metadata["name"]))
@@ -216,7 +224,10 @@ class Operator:
                 continue  # a standby keeps its caches warm, and nothing else
             self.holding.clear()
             now = asyncio.get_running_loop().time()
+            full = rounds % FULL_RESYNC_EVERY == 0
             for key in list(self.bodies):
+                if not full and self.judged_on.get(key) == self._inputs(key):
+                    continue
                 if self.backing_off.get(key, now) <= now:
                     self.backing_off.pop(key, None)
                     self.queue.add(key)
@@ -241,9 +252,22 @@ class Operator:
                 # own writes, which may arrive before the writes return, must not cut it short.
                 self.queue.done(key, drop_news=held)
 
+    def _inputs(self, key: str) -> tuple[object, ...]:
+        """What a pass of the SMD is judged on, as far as the caches tell: the SMD itself, and the
+        changes seen in its namespace, in its clients' namespaces, and cluster-wide."""
+        body = self.bodies.get(key) or {}
+        namespaces = sorted({key.split("/", 1)[0], *_client_namespaces(body)})
+        return (
+            body.get("metadata", {}).get("resourceVersion"),
+            self.changes[""],
+            *(self.changes[namespace] for namespace in namespaces),
+        )
+
     async def _process(self, key: str) -> bool:
         """Reconcile one key; True when its verdict is to stand until the next resync."""
         body = self.bodies.get(key)
+        inputs = self._inputs(key)
+        self.judged_on.pop(key, None)
         try:
             if body is None:
                 await self._forget(key)
@@ -264,15 +288,19 @@ class Operator:
             return False
         self.failures.pop(key, None)
         self.queue.forget(key)  # retries still pending are moot, and must not cut a held verdict short
+        if outcome.phase in ("Ready", "Degraded", "Quarantined"):
+            # Settled: only a change of its inputs, or a due renewal (queued below), changes the verdict.
+            # Blocked and rolling SMDs are looked at every period (missing references are not watched).
+            self.judged_on[key] = inputs
         if outcome.repaired:
             self.holding.add(key)
         current = self.bodies.get(key)
         if current is not None and current["metadata"]["uid"] == body["metadata"]["uid"]:
             # What we just wrote; the watch echoes it later, and a requeue must not act on older status.
             current["status"] = outcome.status
-        if outcome.requeue_after is not None and outcome.requeue_after < self.config.resync_seconds:
-            self.queue.add_after(key, outcome.requeue_after)
-        elif outcome.requeue_after is not None and outcome.phase == "Blocked":
+        if outcome.requeue_after is not None and outcome.phase != "Blocked":
+            self.queue.add_after(key, outcome.requeue_after)  # a renewal or a rollout, on time
+        elif outcome.requeue_after is not None:
             # A refused SMD waits for its backoff, not for the next resync or event.
             self.backing_off[key] = asyncio.get_running_loop().time() + outcome.requeue_after
             self.queue.add_after(key, outcome.requeue_after)
@@ -293,6 +321,7 @@ class Operator:
         self.queue.forget(key)
         self.holding.discard(key)
         self.backing_off.pop(key, None)
+        self.judged_on.pop(key, None)
         metrics.forget(namespace, name)
         uid = self.uids.get(key)
         self.reconciler.forget(key)
