@@ -9,6 +9,7 @@ network. The operator judges the pods that really run: they carry its stamp, and
 from __future__ import annotations
 
 import itertools
+import json
 import statistics
 import time
 from collections.abc import Iterator
@@ -354,3 +355,53 @@ def test_deleted_network_policy_is_restored_and_reported(
     for name, seconds in timings.items():
         record_property(name, round(seconds, 2))
     print(", ".join(f"{name} {seconds:.2f}" for name, seconds in timings.items()))
+
+
+def test_quarantine_cuts_the_running_model_off_keeps_its_pod_and_lifting_lets_the_client_back(
+    deployed: Deployed,
+) -> None:
+    """Last in the module: it quarantines the model, then lifts the quarantine again."""
+    cluster = deployed.cluster
+    assert gateway_get(cluster, "/v1/predict", *tls(GATEWAY_TLS)).get("status") == 200
+    before = cluster.get("pod", deployed.model_pod, MODELS)
+    assert before is not None
+    quarantine = json.dumps({"spec": {"quarantine": {"reason": "INC-4711"}}})
+    cluster("patch", "smd", MODEL, "-n", MODELS, "--type=merge", "-p", quarantine)
+    try:
+        wait_for(
+            lambda: (cluster.get("smd", MODEL, MODELS) or {}).get("status", {}).get("phase") == "Quarantined",
+            timeout=60,
+            what="Quarantined",
+        )
+        # The enforcer drops the declared client's traffic, and the model's own, DNS included.
+        wait_for(
+            lambda: cluster.tcp("gateway", CLIENTS, deployed.model_ip, 8443, timeout=1) != "open",
+            timeout=60,
+            what="the declared client cut off",
+        )
+        assert cluster.tcp(deployed.model_pod, MODELS, deployed.allowed_ip, 8080, container="model") != "open"
+        resolved = cluster.client(
+            deployed.model_pod, MODELS, "dns", "kubernetes.default.svc.cluster.local", container="model"
+        )
+        assert not resolved.get("addresses"), resolved
+        # The running sidecar is told to refuse every client, without a restart: the kubelet brings the file.
+        flag = ["exec", deployed.model_pod, "-n", MODELS, "-c", "mtls-proxy", "--"]
+        wait_for(
+            lambda: cluster.run(*flag, "cat", "/etc/securemodels/nginx/quarantined").stdout == "INC-4711",
+            timeout=180,
+            interval=2,
+            what="the flag file in the running sidecar",
+        )
+    finally:
+        cluster("patch", "smd", MODEL, "-n", MODELS, "--type=merge", "-p", '{"spec":{"quarantine":null}}')
+
+    wait_for(
+        lambda: gateway_get(cluster, "/v1/predict", *tls(GATEWAY_TLS)).get("status") == 200,
+        timeout=180,
+        interval=2,
+        what="the declared client served again",
+    )
+    after = cluster.get("pod", deployed.model_pod, MODELS)
+    assert after is not None and after["metadata"]["uid"] == before["metadata"]["uid"]
+    restarts = [status["restartCount"] for status in after["status"]["containerStatuses"]]
+    assert restarts == [status["restartCount"] for status in before["status"]["containerStatuses"]]
