@@ -97,6 +97,18 @@ class OperatorConfig(BaseModel):
         pattern=DIGEST_IMAGE_PATTERN,
         description="nginx image of the mTLS sidecar, by digest.",
     )
+    weights_verifier_image: str | None = Field(
+        None,
+        pattern=DIGEST_IMAGE_PATTERN,
+        description=(
+            "Image of the init container that verifies model weights, by digest: the operator's own image "
+            "(the chart's default) or a mirror of it. Unset: SMDs that declare a signature are Blocked."
+        ),
+    )
+    require_signed_weights: bool = Field(
+        False,
+        description="Every SMD must declare spec.model.weights with a signature; others are Blocked.",
+    )
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field(
         "Always",
         description=(
@@ -114,10 +126,16 @@ class OperatorConfig(BaseModel):
     cluster_domain: str = "cluster.local"
 
     @model_validator(mode="after")
-    def _sidecar_from_an_allowed_registry(self) -> OperatorConfig:
+    def _images_from_allowed_registries(self) -> OperatorConfig:
         if not registry_allows(self.sidecar_image, self.allowed_registries):
             raise ValueError(
                 f"sidecarImage {self.sidecar_image} is not from a registry in allowedRegistries; "
+                "mirror it to one of them"
+            )
+        verifier = self.weights_verifier_image
+        if verifier is not None and not registry_allows(verifier, self.allowed_registries):
+            raise ValueError(
+                f"weightsVerifierImage {verifier} is not from a registry in allowedRegistries; "
                 "mirror it to one of them"
             )
         return self

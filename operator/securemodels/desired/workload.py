@@ -6,7 +6,7 @@ from typing import Any
 
 from securemodels.api.v1alpha1 import HEALTH_PORT, RESERVED_ENV_PREFIX, SCRATCH_DIR, SECRET_FILES_DIR, EnvVar
 from securemodels.desired import canonical, naming
-from securemodels.desired.controls import image_digest, mtls, pod_security, residency, storage
+from securemodels.desired.controls import image_digest, mtls, pod_security, residency, storage, weights
 from securemodels.desired.model import Context, Manifest
 from securemodels.desired.nginx import MODEL_HEALTH_PATH
 
@@ -35,6 +35,10 @@ def model_container(context: Context) -> dict[str, Any]:
     mounts: list[dict[str, Any]] = [{"name": SCRATCH_VOLUME, "mountPath": SCRATCH_DIR}]
     if context.spec.storage is not None:
         mounts.append({"name": storage.VOLUME, "mountPath": context.spec.storage.mount_path})
+        if weights.volume_read_only(context):
+            mounts[-1]["readOnly"] = True
+    if model.weights is not None:
+        mounts.append(weights.weights_mount(model.weights))
     mounts += [
         {"name": _secret_volume(item.name), "mountPath": f"{SECRET_FILES_DIR}/{item.name}", "readOnly": True}
         for item in model.secret_files
@@ -106,6 +110,7 @@ def deployment(context: Context, server: mtls.ServerTLS) -> Manifest:
         {"name": _secret_volume(item.name), "secret": {"secretName": item.secret_name, "defaultMode": 0o440}}
         for item in context.spec.model.secret_files
     ]
+    volumes += weights.volumes(context)
     pod: dict[str, Any] = {
         "serviceAccountName": context.names.service_account.name,
         "automountServiceAccountToken": False,
@@ -114,6 +119,8 @@ def deployment(context: Context, server: mtls.ServerTLS) -> Manifest:
         "containers": [model_container(context), mtls.sidecar_container(context)],
         "volumes": volumes,
     }
+    if init_containers := weights.init_containers(context):
+        pod["initContainers"] = init_containers
     if (node_affinity := residency.affinity(context)) is not None:
         pod["affinity"] = node_affinity
     pod |= _scheduling(context)

@@ -26,7 +26,7 @@ from securemodels.api import v1alpha1
 from securemodels.config import OperatorConfig
 from securemodels.desired import canonical, certificates, judging, naming, workload
 from securemodels.desired import status as status_rules
-from securemodels.desired.controls import mtls, storage
+from securemodels.desired.controls import mtls, storage, weights
 from securemodels.desired.model import Blocker, Context, ControlResult, Manifest, Observed, Permissions
 from securemodels.desired.naming import ChildRef
 from securemodels.handlers.keys import OperatorKeys
@@ -157,6 +157,8 @@ class Reconciler:
         )
         missing = await self._missing_references(context, previous)
         context = replace(context, facts=read.facts(self.caches, context, missing))
+        trust = await read.signing_config_map(self.kube, context)
+        context = replace(context, facts=replace(context.facts, signing_config_map=trust))
         live = read.observe(self.caches, context)
         live = replace(live, taken=tuple(sorted({*live.taken, *await self._still_taken(context)})))
         blockers = self._blockers(context, live)
@@ -294,13 +296,19 @@ class Reconciler:
         )
         summary = status_rules.summarize(context, results, (), objects.get(names.deployment))
         new = status_rules.build_status(
-            context, results, summary, previous, objects.get(names.deployment), judged.server_certificate
+            context,
+            results,
+            summary,
+            previous,
+            objects.get(names.deployment),
+            judged.server_certificate,
+            weights.weights_status(context, judged),
         )
         await self._report(context, stored, previous, new)
         for event_type, note in pending.notes:
             reason = "CertificateIssued" if event_type == "Normal" else "CertificateReplaced"
             await events.post(self.kube, events.about_smd(owner), event_type, reason, note, context.now)
-        _export_metrics(owner, results, new.as_object(), judged.server_certificate, plan.next_renewal)
+        _export_metrics(owner, results, new.as_object(), judged.server_certificate, plan.next_renewal, judged)
         requeue = None
         if plan.next_renewal > context.now:
             # A due date in the past was not renewable yet (a leaf is cut at its CA's expiry): the next
@@ -521,10 +529,16 @@ class Reconciler:
         )
         results, judged = await self._judge(context, live, drift, template)
         new = status_rules.build_status(
-            context, results, summary, previous, deployment, judged.server_certificate
+            context,
+            results,
+            summary,
+            previous,
+            deployment,
+            judged.server_certificate,
+            weights.weights_status(context, judged),
         )
         await self._report(context, stored, previous, new)
-        _export_metrics(context.owner, results, new.as_object(), judged.server_certificate, None)
+        _export_metrics(context.owner, results, new.as_object(), judged.server_certificate, None, judged)
         return Outcome("Blocked", new.as_object())
 
     async def _invalid(
@@ -612,9 +626,16 @@ def _export_metrics(
     status: Mapping[str, Any],
     certificate: CertificateInfo | None,
     next_renewal: datetime | None,
+    judged: Observed,
 ) -> None:
     namespace, name = owner.namespace, owner.name
     kept: set[tuple[str, ...]] = set()
+    verified = status.get("weights") or {}
+    if verified.get("manifestSha256"):
+        labels = (namespace, name, verified["manifestSha256"], verified.get("signerKeySha256", ""))
+        metrics.WEIGHTS_VERIFIED.labels(*labels).set(1)
+        kept.add(labels)
+    metrics.WEIGHTS_VERIFICATION_FAILED_PODS.labels(namespace, name).set(weights.failed_pods(judged))
     for result in results:
         metrics.COMPLIANCE_STATUS.labels(namespace, name, result.name).set(
             1 if result.status == "Pass" else 0
