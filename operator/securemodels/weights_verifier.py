@@ -11,10 +11,12 @@ verified manifest digest and signer key for status, or the reason a pod never st
 
 from __future__ import annotations
 
+import ast
 import base64
 import hashlib
 import hmac
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +26,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from securemodels.desired.controls import weights
 
 TERMINATION_LOG = Path("/dev/termination-log")
+MISMATCH = "Signature mismatch: "
+# How model-signing prints a digest in its mismatch list: the repr of its Digest dataclass.
+_DIGEST_REPR = re.compile(
+    r"""Digest\(algorithm='([^']+)', digest_value=(b'(?:[^'\\]|\\.)*'|b"(?:[^"\\]|\\.)*")\)"""
+)
 
 
 class VerificationError(Exception):
@@ -97,6 +104,24 @@ def _signer_key_sha256(bundle: dict[str, object], trusted_key: bytes | None) -> 
     return weights.public_key_sha256(key)
 
 
+def readable(detail: str) -> str:
+    """model-signing's mismatch list, one problem after another, with digests in hex."""
+    if not detail.startswith(MISMATCH):
+        return detail
+    try:
+        problems = ast.literal_eval(detail.removeprefix(MISMATCH))
+    except (ValueError, SyntaxError):
+        return detail
+    if not isinstance(problems, list):
+        return detail
+
+    def hexed(match: re.Match[str]) -> str:
+        value = ast.literal_eval(match.group(2))
+        return f"{match.group(1)}:{value.hex()}" if isinstance(value, bytes) else match.group(0)
+
+    return "; ".join(_DIGEST_REPR.sub(hexed, str(item)) for item in problems)
+
+
 def verify(
     model: Path,
     signature: Path,
@@ -120,7 +145,7 @@ def verify(
     try:
         config.verify(model, signature)
     except Exception as error:  # noqa: BLE001 - the library reports every refusal as some exception
-        detail = str(error) or type(error).__name__
+        detail = readable(str(error)) or type(error).__name__
         raise VerificationError(
             f"the weights in {model} do not verify against {signature}, signed by {signer}: {detail}"
         ) from None
