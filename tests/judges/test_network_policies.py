@@ -57,6 +57,7 @@ DECLARED = {
         ingress={"ml-gateway/gateway": TLS, "monitoring/prometheus": "TCP 9090"},
         egress={**DNS, "ml-data/feature-store": "TCP 6379", "10.20.0.0/16": "TCP 443"},
     ),
+    "signed-weights": Flows(ingress={"ml-gateway/gateway": TLS}, egress=DNS),
 }
 WEAKENED_EXAMPLE = "weakened"
 

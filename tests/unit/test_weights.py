@@ -608,3 +608,28 @@ def test_the_live_template_is_what_is_judged() -> None:
     deployment = live(healthy(ctx), "Deployment")
 
     assert weights.spec_problems(ctx, pod_spec(deployment), "t", current=True) == []
+
+
+# ---------------------------------------------------------------------------------------------- render
+
+
+def test_render_shows_the_verifier_with_the_configured_image_and_refuses_without_one(
+    tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import yaml
+
+    from securemodels import cli
+    from support.paths import EXAMPLES
+
+    config = tmp_path / "config.yaml"
+    config.write_text(f"weightsVerifierImage: {VERIFIER}\n")
+    example = str(EXAMPLES / "signed-weights.yaml")
+
+    assert cli.main(["render", "-f", example, "--config", str(config)]) == 0
+    (deployment,) = [
+        doc for doc in yaml.safe_load_all(capsys.readouterr().out) if doc["kind"] == "Deployment"
+    ]
+    assert verifier_of(deployment)["image"] == VERIFIER
+    assert verifier_of(deployment)["args"][-1] == weights.OFFLINE_PIN
+    assert cli.main(["render", "-f", example]) == 1
+    assert "llm-chat: VerifierNotConfigured: " in capsys.readouterr().err
