@@ -102,7 +102,8 @@ class OperatorConfig(BaseModel):
         pattern=DIGEST_IMAGE_PATTERN,
         description=(
             "Image of the init container that verifies model weights, by digest: the operator's own image "
-            "(the chart's default) or a mirror of it. Unset: SMDs that declare a signature are Blocked."
+            "(the chart's default) or a mirror of it, from allowedRegistries. Unset or outside them: SMDs "
+            "that declare a signature are Blocked."
         ),
     )
     require_signed_weights: bool = Field(
@@ -126,16 +127,10 @@ class OperatorConfig(BaseModel):
     cluster_domain: str = "cluster.local"
 
     @model_validator(mode="after")
-    def _images_from_allowed_registries(self) -> OperatorConfig:
+    def _sidecar_from_an_allowed_registry(self) -> OperatorConfig:
         if not registry_allows(self.sidecar_image, self.allowed_registries):
             raise ValueError(
                 f"sidecarImage {self.sidecar_image} is not from a registry in allowedRegistries; "
-                "mirror it to one of them"
-            )
-        verifier = self.weights_verifier_image
-        if verifier is not None and not registry_allows(verifier, self.allowed_registries):
-            raise ValueError(
-                f"weightsVerifierImage {verifier} is not from a registry in allowedRegistries; "
                 "mirror it to one of them"
             )
         return self

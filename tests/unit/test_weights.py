@@ -319,6 +319,15 @@ def test_a_signature_without_a_configured_verifier_blocks() -> None:
     assert found is not None and found[0] == "VerifierNotConfigured"
 
 
+def test_a_verifier_outside_the_cluster_registries_blocks_signed_weights_only() -> None:
+    config = allowing(REGISTRY).model_copy(update={"weights_verifier_image": f"quay.io/smo@{DIGEST}"})
+    found = blocker(signed_context(config=config))
+
+    assert found is not None and found[0] == "VerifierNotConfigured"
+    assert "not from a registry the cluster allows" in found[1]
+    assert blocker(signed_context(signed(signature=None), config=config)) is None
+
+
 def test_a_weights_image_outside_the_cluster_registries_blocks() -> None:
     config = allowing("mirror.example.com").model_copy(
         update={"weights_verifier_image": f"mirror.example.com/v@{DIGEST}"}

@@ -28,7 +28,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from securemodels.api.v1alpha1 import SIGNING_TRUST_DIR, Weights, WeightsStatus
+from securemodels.api.v1alpha1 import SIGNING_TRUST_DIR, Weights, WeightsStatus, registry_allows
 from securemodels.desired import canonical
 from securemodels.desired.controls import pod_security, storage
 from securemodels.desired.controls.base import verdict
@@ -237,10 +237,17 @@ def offline_preflight(context: Context) -> Blocker | None:
             Reason.SIGNATURE_REQUIRED,
             "the cluster requires signed weights: declare spec.model.weights with a signature",
         )
-    if signed and context.config.weights_verifier_image is None:
+    verifier = context.config.weights_verifier_image
+    if signed and verifier is None:
         return Blocker(
             Reason.VERIFIER_NOT_CONFIGURED,
             "spec.model.weights.signature needs the operator's weightsVerifierImage setting, which is unset",
+        )
+    if signed and verifier is not None and not registry_allows(verifier, context.config.allowed_registries):
+        return Blocker(
+            Reason.VERIFIER_NOT_CONFIGURED,
+            f"spec.model.weights.signature needs the operator's weightsVerifierImage {verifier}, which is not "
+            "from a registry the cluster allows: mirror it to one of them and set weightsVerifierImage",
         )
     return None
 
