@@ -246,8 +246,9 @@ def offline_preflight(context: Context) -> Blocker | None:
     if signed and verifier is not None and not registry_allows(verifier, context.config.allowed_registries):
         return Blocker(
             Reason.VERIFIER_NOT_CONFIGURED,
-            f"spec.model.weights.signature needs the operator's weightsVerifierImage {verifier}, which is not "
-            "from a registry the cluster allows: mirror it to one of them and set weightsVerifierImage",
+            f"spec.model.weights.signature needs the operator's weightsVerifierImage {verifier}, which "
+            "is not from a registry the cluster allows: mirror it to one of them and set "
+            "weightsVerifierImage",
         )
     return None
 
