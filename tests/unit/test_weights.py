@@ -642,3 +642,19 @@ def test_render_shows_the_verifier_with_the_configured_image_and_refuses_without
     assert verifier_of(deployment)["args"][-1] == weights.OFFLINE_PIN
     assert cli.main(["render", "-f", example]) == 1
     assert "llm-chat: VerifierNotConfigured: " in capsys.readouterr().err
+
+
+def test_the_pod_cache_keeps_the_verifiers_report_and_nothing_else_of_the_status() -> None:
+    from securemodels.k8s import cache
+
+    pod = healthy(signed_context()).pods[0]
+    pod["status"]["podIP"] = "10.0.0.7"
+    pod["status"]["initContainerStatuses"][0].update(imageID="sha256:x", ready=True, restartCount=0)
+    pod["status"]["initContainerStatuses"][0]["state"]["terminated"]["startedAt"] = "2030-01-01T00:00:00Z"
+    kept = cache.pod_essentials(pod)
+
+    assert set(kept["status"]) == {"phase", "initContainerStatuses", "containerStatuses"}
+    (verifier,) = kept["status"]["initContainerStatuses"]
+    assert set(verifier["state"]["terminated"]) == {"exitCode", "message"}
+    assert weights.evidence(kept) == weights.evidence(pod)
+    assert weights.evidence(kept).verified
