@@ -37,6 +37,7 @@ CONTROLS = (
     "storage-encryption",
     "data-residency",
     "pod-security",
+    "weights-verification",
 )
 MANAGED = "app.kubernetes.io/managed-by=secure-model-operator"
 PINNED = "registry.example.com/tools/busybox@sha256:" + "cd" * 32
@@ -100,7 +101,7 @@ def fully_compliant(smd_object: dict[str, Any] | None) -> bool:
 
 
 def wait_compliant(kubectl: Kubectl, models: list[Model], timeout: float = 120.0) -> None:
-    """Every model Ready with all seven controls passing: the baseline an attack starts from."""
+    """Every model Ready with all eight controls passing: the baseline an attack starts from."""
 
     def probe() -> bool:
         found = all_smds(kubectl)
