@@ -574,6 +574,63 @@ def test_weights_on_a_volume_the_model_may_write_fail() -> None:
     assert "container model may write the weights (volume models)" in message
 
 
+def storage_weights_context() -> Context:
+    smd = spec(
+        storage={"size": "20Gi", "storageClassName": "encrypted-gp3"},
+        model={
+            "weights": {
+                "storagePath": "llama-3",
+                "signature": {"publicKey": {"name": CONFIG_MAP, "key": KEY}},
+            }
+        },
+    )
+    return signed_context(smd)
+
+
+def mounted_writable(volume: str, sub_path: str | None) -> Any:
+    def change(spec_: Manifest) -> None:
+        sidecar = next(item for item in spec_["containers"] if item["name"] != "model")
+        mount = {"name": volume, "mountPath": "/var/cache/x", **({"subPath": sub_path} if sub_path else {})}
+        sidecar["volumeMounts"].append(mount)
+
+    return change
+
+
+def another_volume_of_the_claim(spec_: Manifest) -> None:
+    spec_["volumes"].append({"name": "alias", "persistentVolumeClaim": {"claimName": "fraud-models"}})
+    mounted_writable("alias", None)(spec_)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        mounted_writable("models", None),
+        mounted_writable("models", "llama-3"),
+        mounted_writable("models", "llama-3/tokenizer"),
+        mounted_writable("models", "./llama-3"),
+        another_volume_of_the_claim,
+    ],
+    ids=["whole volume", "the directory", "inside it", "dotted", "the claim by another name"],
+)
+def test_a_writable_way_to_weights_on_the_volume_fails(change: Any) -> None:
+    ctx = storage_weights_context()
+    status, _, message = judged(ctx, altered(healthy(ctx), "Deployment", mutate_template(change)))[
+        weights.NAME
+    ]
+
+    assert status == "Fail"
+    assert "may write the weights" in message
+
+
+def test_a_writable_mount_of_another_directory_of_the_volume_passes() -> None:
+    ctx = storage_weights_context()
+    found = judged(
+        ctx, altered(healthy(ctx), "Deployment", mutate_template(mounted_writable("models", "cache")))
+    )
+
+    assert found[weights.NAME][0] == "Pass"
+
+
 def test_the_weights_image_volume_is_storage_the_control_accepts_and_no_other_image_volume() -> None:
     ctx = signed_context()
 

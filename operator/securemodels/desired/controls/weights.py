@@ -19,6 +19,7 @@ import base64
 import binascii
 import hashlib
 import json
+import posixpath
 from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import StrEnum
@@ -287,27 +288,51 @@ def _containers(pod_spec: Manifest) -> Iterator[dict[str, Any]]:
         yield from pod_spec.get(key) or []
 
 
-def _mounts_weights(mount: Manifest, weights: Weights) -> bool:
-    name = WEIGHTS_VOLUME if weights.image is not None else storage.VOLUME
-    if mount.get("name") != name:
+def _weights_volumes(context: Context, weights: Weights, pod_spec: Manifest) -> set[str]:
+    """Every volume of the pod that holds the weights, whatever it is named: the image's, or any volume
+    of the SMD's claim."""
+    names = {WEIGHTS_VOLUME if weights.image is not None else storage.VOLUME}
+    for volume in pod_spec.get("volumes") or []:
+        reference = (volume.get("image") or {}).get("reference")
+        claim = (volume.get("persistentVolumeClaim") or {}).get("claimName")
+        if (weights.image is not None and reference == weights.image) or (
+            weights.storage_path is not None and claim == context.names.volume_claim.name
+        ):
+            names.add(str(volume.get("name")))
+    return names
+
+
+def _reaches_weights(mount: Manifest, weights: Weights, volumes: set[str]) -> bool:
+    """Whether the mount shows the weights' files: their volume, and on the SMD's volume a directory
+    that is theirs, inside them or above them."""
+    if mount.get("name") not in volumes:
         return False
-    return weights.image is not None or mount.get("subPath") in (None, "", weights.storage_path)
+    if weights.storage_path is None or "subPathExpr" in mount:
+        return True
+    sub = posixpath.normpath(str(mount.get("subPath") or ".")).strip("/")
+    path = weights.storage_path
+    return sub in ("", ".") or sub == path or sub.startswith(path + "/") or path.startswith(sub + "/")
+
+
+def _is_weights_mount(mount: Manifest, weights: Weights) -> bool:
+    wanted = weights_mount(weights)
+    return {key: mount.get(key) for key in wanted} == wanted
 
 
 def _mount_problems(context: Context, weights: Weights, pod_spec: Manifest, where: str) -> list[str]:
     problems = []
-    wanted = weights_mount(weights)
+    volumes = _weights_volumes(context, weights, pod_spec)
     for container in _containers(pod_spec):
         name = container.get("name")
         for mount in container.get("volumeMounts") or []:
             writable = mount.get("readOnly") is not True
-            if _mounts_weights(mount, weights) and writable:
+            if _reaches_weights(mount, weights, volumes) and writable:
                 problems.append(f"{where}: container {name} may write the weights (volume {mount['name']})")
     model = next(
         (item for item in pod_spec.get("containers") or [] if item.get("name") == MODEL_CONTAINER), None
     )
     if model is not None and not any(
-        {key: mount.get(key) for key in wanted} == wanted for mount in model.get("volumeMounts") or []
+        _is_weights_mount(mount, weights) for mount in model.get("volumeMounts") or []
     ):
         problems.append(f"{where}: the model container does not mount the weights at {weights.mount_path}")
     return problems
@@ -361,8 +386,7 @@ def _verifier_problems(context: Context, pod_spec: Manifest, where: str, *, curr
         )
     mounts = [(item.get("name"), item.get("mountPath")) for item in verifier.get("volumeMounts") or []]
     if (TRUST_VOLUME, SIGNING_TRUST_DIR) not in mounts or not any(
-        _mounts_weights(item, weights) and item.get("mountPath") == weights.mount_path
-        for item in verifier.get("volumeMounts") or []
+        _is_weights_mount(item, weights) for item in verifier.get("volumeMounts") or []
     ):
         problems.append(
             f"{where}: the {VERIFIER_CONTAINER} init container does not mount the weights and key"
