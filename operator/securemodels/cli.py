@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from securemodels import desired
 from securemodels.api import crdgen, v1alpha1
 from securemodels.config import OperatorConfig
-from securemodels.desired.controls import image_digest, mtls, network, rbac
+from securemodels.desired.controls import image_digest, mtls, network, rbac, weights
 from securemodels.desired.model import Context, Observed
 from securemodels.desired.naming import Owner
 
@@ -126,6 +126,8 @@ def render_documents(documents: Iterable[Any], config: OperatorConfig) -> list[d
         blockers = [
             found for control in _OFFLINE_PREFLIGHTS if (found := control.preflight(context, Observed()))
         ]
+        if (found := weights.offline_preflight(context)) is not None:
+            blockers.append(found)
         if blockers:
             raise RenderError("\n".join(f"{owner.name}: {item.reason}: {item.message}" for item in blockers))
         server = mtls.ServerTLS(pair=None, bundle_pem=b"", fingerprint=OFFLINE_FINGERPRINT)
@@ -177,6 +179,27 @@ def _cmd_audit(args: argparse.Namespace) -> int:
     return 0 if all((item.get("status") or {}).get("compliant") for item in items) else 1
 
 
+def _cmd_verify_weights(args: argparse.Namespace) -> int:
+    from securemodels import weights_verifier
+
+    termination_log = Path(args.termination_log)
+    try:
+        found = weights_verifier.verify(
+            Path(args.model),
+            Path(args.signature),
+            trust=Path(args.public_key or args.certificate_chain),
+            certificate_chain=args.certificate_chain is not None,
+            trust_sha256=args.trust_sha256,
+        )
+    except weights_verifier.VerificationError as error:
+        print(f"verification failed: {error}", file=sys.stderr)
+        weights_verifier.report(f"verification failed: {error}", termination_log)
+        return 1
+    print(found.as_json())
+    weights_verifier.report(found.as_json(), termination_log)
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="securemodels", description=__doc__)
     commands = root.add_subparsers(dest="command", required=True)
@@ -201,6 +224,25 @@ def parser() -> argparse.ArgumentParser:
     audit.add_argument("--namespace", "-n", help="only this namespace")
     audit.add_argument("--kubeconfig", help="kubeconfig; default: in-cluster, then $KUBECONFIG")
     audit.set_defaults(handler=_cmd_audit)
+
+    verify = commands.add_parser(
+        "verify-weights",
+        help="verify model weights against their OpenSSF Model Signing signature (the init container)",
+    )
+    verify.add_argument("model", help="directory of the weights")
+    verify.add_argument("--signature", required=True, help="the signature (a Sigstore bundle)")
+    trust = verify.add_mutually_exclusive_group(required=True)
+    trust.add_argument("--public-key", help="PEM elliptic-curve public key of the signer")
+    trust.add_argument("--certificate-chain", help="PEM certificates the signing certificate chains to")
+    verify.add_argument(
+        "--trust-sha256", required=True, help="SHA-256 the key or chain file must have (the operator's pin)"
+    )
+    verify.add_argument(
+        "--termination-log",
+        default="/dev/termination-log",
+        help="where the outcome goes for the kubelet (written only when it exists)",
+    )
+    verify.set_defaults(handler=_cmd_verify_weights)
 
     commands.add_parser("version", help="print the version").set_defaults(
         handler=lambda _: print(package_version("secure-model-operator")) or 0

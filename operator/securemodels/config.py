@@ -97,6 +97,19 @@ class OperatorConfig(BaseModel):
         pattern=DIGEST_IMAGE_PATTERN,
         description="nginx image of the mTLS sidecar, by digest.",
     )
+    weights_verifier_image: str | None = Field(
+        None,
+        pattern=DIGEST_IMAGE_PATTERN,
+        description=(
+            "Image of the init container that verifies model weights, by digest: the operator's own image "
+            "(the chart's default) or a mirror of it, from allowedRegistries. Unset or outside them: SMDs "
+            "that declare a signature are Blocked."
+        ),
+    )
+    require_signed_weights: bool = Field(
+        False,
+        description="Every SMD must declare spec.model.weights with a signature; others are Blocked.",
+    )
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field(
         "Always",
         description=(

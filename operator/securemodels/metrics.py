@@ -70,6 +70,19 @@ CERTIFICATE_RENEWAL = Gauge(
     ["namespace", "name"],
     registry=REGISTRY,
 )
+WEIGHTS_VERIFIED = Gauge(
+    "securemodels_weights_verified_info",
+    "1 for the signed manifest digest and signer key that the running pods of the SMD's current template "
+    "verified before the model started.",
+    ["namespace", "name", "manifest_sha256", "signer_key_sha256"],
+    registry=REGISTRY,
+)
+WEIGHTS_VERIFICATION_FAILED_PODS = Gauge(
+    "securemodels_weights_verification_failed_pods",
+    "Pods of the SMD whose weights failed signature verification (they never start the model).",
+    ["namespace", "name"],
+    registry=REGISTRY,
+)
 CA_EXPIRY = Gauge(
     "securemodels_ca_expiry_timestamp_seconds",
     "Expiry of each CA certificate the operator trusts (Unix time).",

@@ -58,6 +58,7 @@ def test_a_valid_smd_becomes_ready_with_owned_labelled_children_and_admitted_pod
         "storage-encryption": "Pass",
         "data-residency": "Pass",
         "pod-security": "Pass",
+        "weights-verification": "Pass",
     }
     assert sorted(item["kind"] for item in kubectl.children("fraud", namespace)) == CHILDREN_WITH_ACCESS
     for item in kubectl.children("fraud", namespace):

@@ -29,10 +29,15 @@ def _judge(name: str) -> Path:
     return tool
 
 
+# The operator's configuration as the chart writes it, for what depends on it (the weights' verifier is
+# the operator's own image there).
+OPERATOR_CONFIG = Path(__file__).parent / "fixtures" / "operator-config.yaml"
+
+
 def render_smd(source: str) -> str:
     """Manifests rendered from SMD manifest text (every SMD document in it)."""
     result = subprocess.run(
-        [str(SECUREMODELS), "render", "--filename", "-"],
+        [str(SECUREMODELS), "render", "--filename", "-", "--config", str(OPERATOR_CONFIG)],
         input=source,
         capture_output=True,
         text=True,

@@ -58,6 +58,7 @@ DECLARED = {
         egress={**DNS, "ml-data/feature-store": "TCP 6379", "10.20.0.0/16": "TCP 443"},
     ),
     "vllm-gpu": Flows(ingress={"ml-gateway/gateway": TLS}, egress=DNS),
+    "signed-weights": Flows(ingress={"ml-gateway/gateway": TLS}, egress=DNS),
 }
 WEAKENED_EXAMPLE = "weakened"
 

@@ -37,6 +37,7 @@ CONTROLS = (
     "storage-encryption",
     "data-residency",
     "pod-security",
+    "weights-verification",
 )
 MANAGED = "app.kubernetes.io/managed-by=secure-model-operator"
 OPERATOR_FIELD_MANAGER = "securemodels"
@@ -98,7 +99,7 @@ def fully_compliant(smd_object: dict[str, Any] | None) -> bool:
 
 
 def wait_compliant(kubectl: Kubectl, models: list[Model], timeout: float = 120.0) -> None:
-    """Every model Ready with all seven controls passing: the baseline an attack starts from."""
+    """Every model Ready with all eight controls passing: the baseline an attack starts from."""
     behind: list[str] = []
 
     def probe() -> bool:

@@ -123,6 +123,20 @@ def _config_map(scene: Scene) -> dict[str, Any]:
     }
 
 
+WEIGHTS_IMAGE = "registry.example.com/ml/fraud-weights@sha256:" + "cd" * 32
+
+
+def _signed_weights(key_config_map: str) -> dict[str, Any]:
+    signature = {"publicKey": {"name": key_config_map, "key": "key.pem"}}
+    return {"model": {"weights": {"image": WEIGHTS_IMAGE, "signature": signature}}}
+
+
+def _signing_key(scene: Scene) -> dict[str, Any]:
+    """A ConfigMap the attacker may not read: the operator would read it, and show its digest."""
+    scene.kubectl("create", "configmap", "signer", "--from-literal=key.pem=not-a-key", "-n", scene.namespace)
+    return _signed_weights("signer")
+
+
 def _own_client_namespace(scene: Scene) -> dict[str, Any]:
     """A namespace the attacker controls, as editor: they could create Secrets there themselves."""
     own = f"{scene.namespace}-own"
@@ -183,6 +197,9 @@ ATTEMPTS = {
     ),
     "read-a-config-map-they-cannot-read": Attempt(
         "spec.model.env", _config_map, _read("configmaps", "flags")
+    ),
+    "name-a-signing-key-they-cannot-read": Attempt(
+        "spec.model.weights.signature", _signing_key, _read("configmaps", "signer")
     ),
     "deliver-a-client-certificate-to-their-namespace": Attempt(
         "spec.mtls.clients", _own_client_namespace, _verbs("grant")
@@ -432,3 +449,28 @@ def test_a_deployer_may_not_point_an_existing_owner_reference_elsewhere(
     _accepted(
         lambda: deployer.attacker.patch("smd", "m", namespace, json.dumps(renamed), "json"), "with set-owner"
     )
+
+
+def test_a_deployer_may_not_drop_the_weights_signature_without_weaken(
+    kubectl: Kubectl, namespace: str, admission_policy: AdmissionPolicy
+) -> None:
+    """Without its signature the weights are served unverified, and the control passes as NotRequested."""
+    kubectl("create", "configmap", "signer", "--from-literal=key.pem=not-a-key", "-n", namespace)
+    kubectl.apply(smd("m", namespace, **merge(BASE, _signed_weights("signer"))))
+    deployer = Scene(kubectl, namespace)
+    # Any change of the spec needs the key readable by the requester, as for mounted Secrets.
+    key = {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["signer"], "verbs": ["get"]}
+    deployer.allow([smd_rule(["get", "update", "patch"], ["m"]), key])
+    dropped = json.dumps([{"op": "remove", "path": "/spec/model/weights/signature"}])
+    _accepted(
+        lambda: deployer.attacker.patch(
+            "smd", "m", namespace, json.dumps({"spec": {"model": {"replicas": 2}}})
+        ),
+        "a deployer's ordinary change",
+    )
+
+    _refused(deployer.attacker.patch("smd", "m", namespace, dropped, "json"), "spec.model.weights.signature")
+    assert "signature" in kubectl.get("smd", "m", namespace)["spec"]["model"]["weights"]
+
+    deployer.allow([smd_rule(["weaken"])])
+    _accepted(lambda: deployer.attacker.patch("smd", "m", namespace, dropped, "json"), "with weaken")

@@ -659,6 +659,77 @@ CASES = [
         {"imagePolicy": {"allowedRegistries": [f"{REGISTRY}/ml"]}},
     ),
 ]
+WEIGHTS_IMAGE = f"{REGISTRY}/ml/weights@{DIGEST}"
+KEY = {"name": "signing-key", "key": "key.pub"}
+WEIGHTS = {"image": WEIGHTS_IMAGE}
+CASES += [
+    Case(
+        "weights image by tag",
+        v1alpha1.WEIGHTS_IMAGE_RULE,
+        {"model": {"weights": {"image": f"{REGISTRY}/ml/weights:1.0"}}},
+        {"model": {"weights": {"image": f"{REGISTRY}/ml/weights:1.0@{DIGEST}"}}},
+    ),
+    Case(
+        "weights from an image and the volume",
+        rule("spec.model.weights: exactly one of image or storagePath"),
+        {"storage": STORAGE, "model": {"weights": {**WEIGHTS, "storagePath": "llama"}}},
+        {"storage": STORAGE, "model": {"weights": {"storagePath": "llama"}}},
+    ),
+    Case(
+        "weights from nowhere",
+        rule("spec.model.weights: exactly one of image or storagePath"),
+        {"model": {"weights": {"mountPath": "/weights"}}},
+        {"model": {"weights": {**WEIGHTS, "mountPath": "/weights"}}},
+    ),
+    Case(
+        "weights over the scratch directory",
+        rule("spec.model.weights.mountPath must not be"),
+        {"model": {"weights": {**WEIGHTS, "mountPath": "/tmp/weights"}}},
+        {"model": {"weights": {**WEIGHTS, "mountPath": "/tmpweights"}}},
+    ),
+    Case(
+        "weights above the signing key",
+        rule("spec.model.weights.mountPath must not be"),
+        {"model": {"weights": {**WEIGHTS, "mountPath": "/var/run/securemodels"}}},
+        {"model": {"weights": {**WEIGHTS, "mountPath": "/var/run/models"}}},
+    ),
+    Case(
+        "signature with a key and a chain",
+        rule("spec.model.weights.signature: exactly one of"),
+        {"model": {"weights": {**WEIGHTS, "signature": {"publicKey": KEY, "certificateChain": KEY}}}},
+        {"model": {"weights": {**WEIGHTS, "signature": {"certificateChain": KEY}}}},
+    ),
+    Case(
+        "signature with neither key nor chain",
+        rule("spec.model.weights.signature: exactly one of"),
+        {"model": {"weights": {**WEIGHTS, "signature": {"path": "model.sig"}}}},
+        {"model": {"weights": {**WEIGHTS, "signature": {"path": "model.sig", "publicKey": KEY}}}},
+    ),
+    Case(
+        "weights image from another registry",
+        rule("spec.model.weights.image is not from a registry"),
+        {
+            "imagePolicy": {"allowedRegistries": [REGISTRY]},
+            "model": {"weights": {"image": f"quay.io/w@{DIGEST}"}},
+        },
+        {
+            "imagePolicy": {"allowedRegistries": [REGISTRY, "quay.io"]},
+            "model": {"weights": {"image": f"quay.io/w@{DIGEST}"}},
+        },
+    ),
+    Case(
+        "weights on a volume that is not there",
+        rule("spec.model.weights.storagePath needs spec.storage"),
+        {"model": {"weights": {"storagePath": "llama"}}},
+        {"storage": STORAGE, "model": {"weights": {"storagePath": "llama"}}},
+    ),
+    Case(
+        "weights where the volume is",
+        rule("spec.model.weights.mountPath must differ"),
+        {"storage": STORAGE, "model": {"weights": {"storagePath": "llama", "mountPath": "/models"}}},
+        {"storage": STORAGE, "model": {"weights": {"storagePath": "llama", "mountPath": "/models/llama"}}},
+    ),
+]
 # metadata.name is checked on the object, not the spec: names that break and keep its rule.
 NAME_CASES = [
     ("starts with a digit", "1fraud", "f1raud"),

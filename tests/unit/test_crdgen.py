@@ -210,7 +210,8 @@ def test_the_crd_holds_every_declared_rule_and_no_other(root: Node) -> None:
         if isinstance(value, type) and issubclass(value, v1alpha1.ApiModel)
         for rule in value.__dict__.get("RULES", ())
     ]
-    declared += [v1alpha1.NAME_RULE.entry(), v1alpha1.IMAGE_RULE.entry(), v1alpha1.CIDR_RULE.entry()]
+    field_rules = (v1alpha1.NAME_RULE, v1alpha1.IMAGE_RULE, v1alpha1.CIDR_RULE, v1alpha1.WEIGHTS_IMAGE_RULE)
+    declared += [rule.entry() for rule in field_rules]
     found = [
         entry for key, value in keys_anywhere(root) if key == "x-kubernetes-validations" for entry in value
     ]

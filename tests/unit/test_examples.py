@@ -10,11 +10,14 @@ import pytest
 import yaml
 
 from securemodels.api.v1alpha1 import KIND, SecureModelDeployment
+from securemodels.config import OperatorConfig
 from securemodels.desired import judging
 from securemodels.desired.model import Facts
-from support.paths import EXAMPLES
+from support.paths import EXAMPLES, ROOT
 from unit.builders import NODE, context, observe, owner
 
+# The settings the chart writes that the examples depend on (the judges render with the same).
+OPERATOR_CONFIG = ROOT / "tests" / "judges" / "fixtures" / "operator-config.yaml"
 EXPECTED_WEAKENED = {"weakened.yaml": {"network-isolation", "mtls"}}
 
 
@@ -41,13 +44,19 @@ def test_example_builds_objects_that_pass_or_are_weakened_on_purpose(
     path: Path, document: dict[str, Any]
 ) -> None:
     classes = {doc["metadata"]["name"]: doc for doc in documents(path) if doc.get("kind") == "StorageClass"}
+    config_maps = {doc["metadata"]["name"]: doc for doc in documents(path) if doc.get("kind") == "ConfigMap"}
     spec = SecureModelDeployment.model_validate(document).spec
+    signature = spec.model.weights.signature if spec.model.weights else None
     facts = Facts(
         storage_class=classes.get(spec.storage.storage_class_name) if spec.storage else None,
         node_regions={NODE: spec.residency.regions[0]} if spec.residency else {},
+        signing_config_map=config_maps.get(signature.trust.name) if signature else None,
     )
     ctx = context(
-        spec, facts=facts, who=owner(document["metadata"]["name"], document["metadata"]["namespace"])
+        spec,
+        config=OperatorConfig.load(OPERATOR_CONFIG.read_text()),
+        facts=facts,
+        who=owner(document["metadata"]["name"], document["metadata"]["namespace"]),
     )
     observed = observe(ctx)
     verdicts = {result.name: result.status for result in judging.judge(ctx, observed)}

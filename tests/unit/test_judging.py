@@ -18,6 +18,7 @@ from securemodels.desired.controls import (
     registry,
     residency,
     storage,
+    weights,
 )
 from securemodels.desired.controls.base import Control
 from securemodels.desired.model import Facts, Manifest, Observed
@@ -43,6 +44,7 @@ NETWORK, MTLS, IMAGE, POD, RESIDENCY, STORAGE, RBAC = (
     storage.NAME,
     rbac.NAME,
 )
+WEIGHTS = weights.NAME
 ATTRIBUTIONS: list[tuple[str, str, str]] = [
     ("Deployment", f"spec.template.spec.containers[{mtls.SIDECAR}].image", MTLS),
     ("Deployment", f"spec.template.spec.containers[{mtls.SIDECAR}] (removed)", MTLS),
@@ -74,6 +76,13 @@ ATTRIBUTIONS: list[tuple[str, str, str]] = [
     ("Deployment", "", POD),
     ("Deployment", "spec.template.spec.hostPID (added)", POD),
     ("Pod", "spec.initContainers (added)", POD),
+    ("Deployment", "spec.template.spec.initContainers (removed)", WEIGHTS),
+    ("Deployment", "spec.template.spec.initContainers[verify-weights].args", WEIGHTS),
+    ("Pod", "spec.initContainers[verify-weights].image", WEIGHTS),
+    ("Pod", "spec.initContainers[verify-weights].restartPolicy (added)", WEIGHTS),
+    ("Deployment", "spec.template.spec.volumes[weights].image.reference", WEIGHTS),
+    ("Deployment", "spec.template.spec.volumes[signing-trust].configMap.name", WEIGHTS),
+    ("Pod", "spec.containers[model].volumeMounts[weights].readOnly (removed)", WEIGHTS),
     ("Pod", "spec.shareProcessNamespace (added)", POD),
     ("Pod", "spec.containers[model].securityContext.privileged", POD),
     ("Pod", "spec.containers[model].envFrom (added)", POD),
@@ -260,6 +269,7 @@ def test_the_registry_lists_each_control_once_in_documented_order() -> None:
         "storage-encryption",
         "data-residency",
         "pod-security",
+        "weights-verification",
     ]
     assert registry.CONDITION_OF == {
         "image-digest": "ImagePinned",
@@ -269,6 +279,7 @@ def test_the_registry_lists_each_control_once_in_documented_order() -> None:
         "storage-encryption": "StorageEncrypted",
         "data-residency": "ResidencyEnforced",
         "pod-security": "PodHardened",
+        "weights-verification": "WeightsVerified",
     }
 
 

@@ -50,6 +50,8 @@ SCRATCH_SIZE = "256Mi"
 SHARED_MEMORY_DIR = "/dev/shm"
 # A model's startup budget: long enough for the largest weights, short enough to catch a typo.
 MIN_STARTUP_TIMEOUT, MAX_STARTUP_TIMEOUT = "30s", "4h"
+# Where the weights' verifier finds the signing key or certificate chain (a ConfigMap, mounted).
+SIGNING_TRUST_DIR = "/var/run/securemodels/signing-trust"
 # Ports the operator's sidecar owns inside the pod; the model must not take them.
 TLS_PORT = 8443
 HEALTH_PORT = 8081
@@ -77,6 +79,8 @@ QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|Ki|Mi|Gi|Ti)?$"
 MOUNT_PATH_PATTERN = r"^(/[A-Za-z0-9_-][A-Za-z0-9._-]*)+$"
 # HTTP paths go into the sidecar's nginx.conf: no spaces, quotes, semicolons, braces or variables.
 HTTP_PATH_PATTERN = r"^/[A-Za-z0-9/._-]*$"
+# Relative paths of plain segments: no leading "/", no "." or ".." segment, no hidden files.
+RELATIVE_PATH_PATTERN = r"^[A-Za-z0-9_-][A-Za-z0-9._-]*(/[A-Za-z0-9_-][A-Za-z0-9._-]*)*$"
 _DURATION = re.compile(r"([0-9]+h)?([0-9]+m)?([0-9]+s)?")
 _QUANTITY = re.compile(r"(?P<number>[0-9]+(\.[0-9]+)?)(?P<suffix>m|k|M|G|T|Ki|Mi|Gi|Ti)?")
 
@@ -394,6 +398,114 @@ IMAGE_RULE = Rule(
 )
 
 
+WEIGHTS_IMAGE_RULE = Rule(
+    f"self.matches('{DIGEST_IMAGE_PATTERN}')",
+    "spec.model.weights.image must be pinned by digest: <registry>/<repository>[:tag]@sha256:<64 hex>",
+    lambda image: re.fullmatch(DIGEST_IMAGE_PATTERN, image) is not None,
+)
+
+
+class WeightsSignature(ApiModel):
+    """An OpenSSF Model Signing signature of the weights (a Sigstore bundle made by `model-signing`),
+    verified offline, without a transparency log, before the model container starts."""
+
+    RULES = (
+        Rule(
+            "has(self.publicKey) != has(self.certificateChain)",
+            "spec.model.weights.signature: exactly one of publicKey or certificateChain must be set",
+            lambda signature: (signature.public_key is None) != (signature.certificate_chain is None),
+        ),
+    )
+    path: str = Field(
+        "model.sig",
+        pattern=RELATIVE_PATH_PATTERN,
+        max_length=256,
+        description="Where the signature is, relative to the weights' directory.",
+    )
+    public_key: KeyReference | None = Field(
+        None,
+        description=(
+            "A ConfigMap key holding the signer's elliptic-curve public key (PEM, P-256, P-384 or P-521)."
+        ),
+    )
+    certificate_chain: KeyReference | None = Field(
+        None,
+        description=(
+            "A ConfigMap key holding the PEM certificates the signing certificate must chain to (its "
+            "intermediates and root)."
+        ),
+    )
+
+    @property
+    def trust(self) -> KeyReference:
+        """The ConfigMap key the signature is verified against."""
+        found = self.public_key or self.certificate_chain
+        assert found is not None  # one of them, by the rule above
+        return found
+
+
+class Weights(ApiModel):
+    """The model's weights: pinned by digest in an OCI image or artifact, or on the SMD's encrypted
+    volume; mounted read-only, and verified by signature before the model starts when a signature is
+    declared."""
+
+    RULES = (
+        Rule(
+            "has(self.image) != has(self.storagePath)",
+            "spec.model.weights: exactly one of image or storagePath must be set",
+            lambda weights: (weights.image is None) != (weights.storage_path is None),
+        ),
+        Rule(
+            " && ".join(
+                f"self.mountPath != '{taken}' && !self.mountPath.startsWith('{taken}/') && "
+                f"!'{taken}'.startsWith(self.mountPath + '/')"
+                for taken in (SCRATCH_DIR, SECRET_FILES_DIR, SIGNING_TRUST_DIR)
+            ),
+            f"spec.model.weights.mountPath must not be {SCRATCH_DIR}, {SECRET_FILES_DIR} or "
+            f"{SIGNING_TRUST_DIR}, nor a directory inside or above them: the operator mounts those",
+            lambda weights: not mount_path_reserved(weights.mount_path, SIGNING_TRUST_DIR),
+            ".mountPath",
+        ),
+    )
+    image: str | None = Field(
+        None,
+        max_length=512,
+        description=(
+            "An OCI image or artifact holding the weights, pinned by digest, mounted read-only as an "
+            "image volume (Kubernetes 1.35 or later, and a container runtime that supports image "
+            "volumes)."
+        ),
+        json_schema_extra=field_rules(WEIGHTS_IMAGE_RULE),
+    )
+
+    @field_validator("image")
+    @classmethod
+    def _weights_pinned_by_digest(cls, image: str | None) -> str | None:
+        if image is not None and not WEIGHTS_IMAGE_RULE.holds(image):
+            raise ValueError(WEIGHTS_IMAGE_RULE.message)
+        return image
+
+    storage_path: str | None = Field(
+        None,
+        pattern=RELATIVE_PATH_PATTERN,
+        max_length=256,
+        description=(
+            "A directory on the SMD's encrypted volume (spec.storage), relative to it. The whole volume "
+            "is then mounted read-only into the model container."
+        ),
+    )
+    mount_path: str = Field(
+        "/weights",
+        pattern=MOUNT_PATH_PATTERN,
+        max_length=256,
+        description="Where the model container finds the weights, read-only.",
+    )
+    signature: WeightsSignature | None = Field(
+        None,
+        description="The signature to verify before the model starts. None: the weights are not verified.",
+    )
+
+
 class ModelSpec(ApiModel):
     """The model server container."""
 
@@ -552,6 +664,9 @@ class ModelSpec(ApiModel):
             f"NCCL exchange tensors there). It counts against the memory limit, with the {SCRATCH_SIZE} "
             f"{SCRATCH_DIR}. Default: none, the container runtime's 64Mi."
         ),
+    )
+    weights: Weights | None = Field(
+        None, description="The model's weights, pinned and, with a signature, verified before serving."
     )
 
     @field_validator("env")
@@ -951,11 +1066,12 @@ class Access(ApiModel):
 OPERATOR_MOUNTS = (SCRATCH_DIR, SECRET_FILES_DIR, SHARED_MEMORY_DIR)
 
 
-def mount_path_reserved(path: str) -> bool:
-    """The model's scratch directory, the Secret files' directory, /dev/shm, or a directory above one."""
+def mount_path_reserved(path: str, *also: str) -> bool:
+    """The model's scratch directory, the Secret files' directory, /dev/shm (or one of `also`), or a
+    directory inside or above one of them."""
     return any(
         path == taken or path.startswith(taken + "/") or taken.startswith(path + "/")
-        for taken in OPERATOR_MOUNTS
+        for taken in (*OPERATOR_MOUNTS, *also)
     )
 
 
@@ -1358,6 +1474,39 @@ class SecureModelDeploymentSpec(ApiModel):
             lambda spec: spec.serving.protocol != "GRPC" or spec.serving.health_port != spec.model.port,
             ".serving.healthPort",
         ),
+        Rule(
+            "!has(self.model.weights) || !has(self.model.weights.image) || !has(self.imagePolicy) || "
+            "!has(self.imagePolicy.allowedRegistries) || size(self.imagePolicy.allowedRegistries) == 0 || "
+            "self.imagePolicy.allowedRegistries.exists(r, self.model.weights.image.startsWith(r + '/'))",
+            "spec.model.weights.image is not from a registry in spec.imagePolicy.allowedRegistries",
+            lambda spec: (
+                spec.model.weights is None
+                or spec.model.weights.image is None
+                or registry_allows(spec.model.weights.image, spec.image_policy.allowed_registries)
+            ),
+            ".model.weights.image",
+        ),
+        Rule(
+            "!has(self.model.weights) || !has(self.model.weights.storagePath) || has(self.storage)",
+            "spec.model.weights.storagePath needs spec.storage: the weights are on its volume",
+            lambda spec: (
+                spec.model.weights is None
+                or spec.model.weights.storage_path is None
+                or spec.storage is not None
+            ),
+            ".model.weights.storagePath",
+        ),
+        Rule(
+            "!has(self.model.weights) || !has(self.storage) || "
+            "self.model.weights.mountPath != self.storage.mountPath",
+            "spec.model.weights.mountPath must differ from spec.storage.mountPath",
+            lambda spec: (
+                spec.model.weights is None
+                or spec.storage is None
+                or spec.model.weights.mount_path != spec.storage.mount_path
+            ),
+            ".model.weights.mountPath",
+        ),
     )
     model: ModelSpec = Field(description="The model server container.")
     image_policy: ImagePolicy = Field(ImagePolicy(), description="Registry allow-list for the model image.")
@@ -1414,6 +1563,22 @@ class CertificateStatus(ApiModel):
     sha256_fingerprint: str = Field(description="SHA-256 fingerprint of the DER certificate, hex.")
 
 
+class WeightsStatus(ApiModel):
+    """What the model's running pods verified before they started: no key material, only digests."""
+
+    source: str = Field(description="The weights image, or the directory on the SMD's volume.")
+    manifest_sha256: str | None = Field(
+        None,
+        description=(
+            "SHA-256 of the signed manifest (the signature's subject digest, over every file's digest) "
+            "that the running pods of the current template verified."
+        ),
+    )
+    signer_key_sha256: str | None = Field(
+        None, description="SHA-256 of the signer's public key (DER SubjectPublicKeyInfo) they verified."
+    )
+
+
 Phase = Literal["Ready", "Progressing", "Degraded", "Blocked", "Quarantined"]
 
 
@@ -1435,6 +1600,7 @@ class SecureModelDeploymentStatus(ApiModel):
         json_schema_extra=list_map("name"),
     )
     certificate: CertificateStatus | None = Field(None, description="Current server certificate.")
+    weights: WeightsStatus | None = Field(None, description="The model's weights, as the pods verified them.")
 
     def as_object(self) -> dict[str, Any]:
         """The status as stored: camelCase, absent fields left out."""

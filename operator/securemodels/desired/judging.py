@@ -14,7 +14,16 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from securemodels.desired import canonical
-from securemodels.desired.controls import image_digest, mtls, network, pod_security, rbac, residency, storage
+from securemodels.desired.controls import (
+    image_digest,
+    mtls,
+    network,
+    pod_security,
+    rbac,
+    residency,
+    storage,
+    weights,
+)
 from securemodels.desired.controls.registry import CONTROLS
 from securemodels.desired.model import Blocker, Context, ControlResult, Observed
 
@@ -55,6 +64,8 @@ def attribute(kind: str, path: str) -> str:
         return network.NAME  # which policies and Services select the pods
     if f"[{mtls.SIDECAR}]" in path or "volumes[mtls-" in path:
         return mtls.NAME
+    if _weights_path(path):
+        return weights.NAME
     if path.endswith(".image") or path.endswith(".image (added)"):
         return image_digest.NAME
     if path.startswith(_PLACEMENT):
@@ -62,6 +73,21 @@ def attribute(kind: str, path: str) -> str:
     if path.startswith("spec.volumes") or ".volumeMounts" in path:
         return storage.NAME
     return pod_security.NAME
+
+
+def _weights_path(path: str) -> bool:
+    """The verifier, the weights' and the trusted key's volumes and mounts, or the init containers
+    removed or replaced as a whole (an init container added is pod-security's)."""
+    named = (
+        f"[{weights.VERIFIER_CONTAINER}]",
+        f"volumes[{weights.WEIGHTS_VOLUME}]",
+        f"volumes[{weights.TRUST_VOLUME}]",
+        f"volumeMounts[{weights.WEIGHTS_VOLUME}]",
+    )
+    return any(item in path for item in named) or path in (
+        "spec.initContainers",
+        "spec.initContainers (removed)",
+    )
 
 
 def _paths(paths: Sequence[str]) -> str:

@@ -53,6 +53,8 @@ class Facts:
     node_regions: Mapping[str, str] = field(default_factory=dict)  # node name -> region label
     missing_client_namespaces: tuple[str, ...] = ()
     unmanaged_client_namespaces: tuple[str, ...] = ()  # outside the operator's watchNamespaces
+    # The ConfigMap spec.model.weights.signature names, as read this pass; None: missing or not needed.
+    signing_config_map: Manifest | None = None
 
     def delivers_to(self, namespace: str) -> bool:
         """Whether client certificates can go to this namespace."""

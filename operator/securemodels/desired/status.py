@@ -21,6 +21,7 @@ from securemodels.api.v1alpha1 import (
     ControlState,
     Phase,
     SecureModelDeploymentStatus,
+    WeightsStatus,
 )
 from securemodels.desired.controls import image_digest, residency
 from securemodels.desired.controls.registry import CONDITION_OF
@@ -186,6 +187,7 @@ def build_status(
     previous: SecureModelDeploymentStatus,
     deployment: Manifest | None,
     certificate: CertificateInfo | None,
+    weights: WeightsStatus | None = None,
 ) -> SecureModelDeploymentStatus:
     compliant, compliance_reason, compliance_message = _compliance(results)
     generation, now = context.owner.generation, context.now
@@ -226,6 +228,7 @@ def build_status(
         )
         if certificate is not None
         else None,
+        weights=weights,
     )
 
 

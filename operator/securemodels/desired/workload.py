@@ -13,7 +13,7 @@ from securemodels.api.v1alpha1 import (
     EnvVar,
 )
 from securemodels.desired import canonical, naming, probes
-from securemodels.desired.controls import image_digest, mtls, pod_security, residency, storage
+from securemodels.desired.controls import image_digest, mtls, pod_security, residency, storage, weights
 from securemodels.desired.model import Context, Manifest
 
 SCRATCH_VOLUME = "scratch"
@@ -43,6 +43,10 @@ def model_container(context: Context) -> dict[str, Any]:
         mounts.append({"name": SHARED_MEMORY_VOLUME, "mountPath": SHARED_MEMORY_DIR})
     if context.spec.storage is not None:
         mounts.append({"name": storage.VOLUME, "mountPath": context.spec.storage.mount_path})
+        if weights.volume_read_only(context):
+            mounts[-1]["readOnly"] = True
+    if model.weights is not None:
+        mounts.append(weights.weights_mount(model.weights))
     mounts += [
         {"name": _secret_volume(item.name), "mountPath": f"{SECRET_FILES_DIR}/{item.name}", "readOnly": True}
         for item in model.secret_files
@@ -116,6 +120,7 @@ def deployment(context: Context, server: mtls.ServerTLS) -> Manifest:
         {"name": _secret_volume(item.name), "secret": {"secretName": item.secret_name, "defaultMode": 0o440}}
         for item in context.spec.model.secret_files
     ]
+    volumes += weights.volumes(context)
     pod: dict[str, Any] = {
         "serviceAccountName": context.names.service_account.name,
         "automountServiceAccountToken": False,
@@ -124,6 +129,8 @@ def deployment(context: Context, server: mtls.ServerTLS) -> Manifest:
         "containers": [model_container(context), mtls.sidecar_container(context)],
         "volumes": volumes,
     }
+    if init_containers := weights.init_containers(context):
+        pod["initContainers"] = init_containers
     if (node_affinity := residency.affinity(context)) is not None:
         pod["affinity"] = node_affinity
     pod |= _scheduling(context)

@@ -27,7 +27,7 @@ from securemodels.api import v1alpha1
 from securemodels.config import OperatorConfig
 from securemodels.desired import canonical, certificates, judging, naming, workload
 from securemodels.desired import status as status_rules
-from securemodels.desired.controls import mtls, network, storage
+from securemodels.desired.controls import mtls, network, storage, weights
 from securemodels.desired.model import Blocker, Context, ControlResult, Manifest, Observed, Permissions
 from securemodels.desired.naming import ChildRef
 from securemodels.handlers.keys import OperatorKeys
@@ -161,6 +161,8 @@ class Reconciler:
         )
         missing = await self._missing_references(context, previous)
         context = replace(context, facts=read.facts(self.caches, context, missing))
+        trust = await read.signing_config_map(self.kube, context)
+        context = replace(context, facts=replace(context.facts, signing_config_map=trust))
         live = read.observe(self.caches, context)
         live = replace(live, taken=tuple(sorted({*live.taken, *await self._still_taken(context)})))
         blockers = self._blockers(context, live)
@@ -290,13 +292,19 @@ class Reconciler:
         )
         summary = status_rules.summarize(context, results, (), objects.get(names.deployment))
         new = status_rules.build_status(
-            context, results, summary, previous, objects.get(names.deployment), judged.server_certificate
+            context,
+            results,
+            summary,
+            previous,
+            objects.get(names.deployment),
+            judged.server_certificate,
+            weights.weights_status(context, judged),
         )
         await self._report(context, stored, previous, new)
         for event_type, note in pending.notes:
             reason = "CertificateIssued" if event_type == "Normal" else "CertificateReplaced"
             await events.post(self.kube, events.about_smd(owner), event_type, reason, note, context.now)
-        _export_metrics(owner, results, new.as_object(), judged.server_certificate, plan.next_renewal)
+        _export_metrics(owner, results, new.as_object(), judged.server_certificate, plan.next_renewal, judged)
         requeue = None
         if plan.next_renewal > context.now:
             # A due date in the past was not renewable yet (a leaf is cut at its CA's expiry): the next
@@ -559,10 +567,16 @@ class Reconciler:
         )
         results, judged = await self._judge(context, live, drift, template)
         new = status_rules.build_status(
-            context, results, summary, previous, deployment, judged.server_certificate
+            context,
+            results,
+            summary,
+            previous,
+            deployment,
+            judged.server_certificate,
+            weights.weights_status(context, judged),
         )
         await self._report(context, stored, previous, new, control_events=False)
-        _export_metrics(context.owner, results, new.as_object(), judged.server_certificate, None)
+        _export_metrics(context.owner, results, new.as_object(), judged.server_certificate, None, judged)
         return Outcome("Blocked", new.as_object())
 
     async def _quarantined(
@@ -599,10 +613,16 @@ class Reconciler:
         results, judged = await self._judge(context, frozen, drift, template)
         summary = status_rules.quarantined(context)
         new = status_rules.build_status(
-            context, results, summary, previous, deployment, judged.server_certificate
+            context,
+            results,
+            summary,
+            previous,
+            deployment,
+            judged.server_certificate,
+            weights.weights_status(context, judged),
         )
         await self._report(context, stored, previous, new)
-        _export_metrics(context.owner, results, new.as_object(), judged.server_certificate, None)
+        _export_metrics(context.owner, results, new.as_object(), judged.server_certificate, None, judged)
         return Outcome("Quarantined", new.as_object(), repaired=bool(drift.keys() & want.keys()))
 
     async def _invalid(
@@ -690,8 +710,14 @@ def _export_metrics(
     status: Mapping[str, Any],
     certificate: CertificateInfo | None,
     next_renewal: datetime | None,
+    judged: Observed,
 ) -> None:
     values: list[tuple[Gauge, tuple[str, ...], float]] = []
+    verified = status.get("weights") or {}
+    if verified.get("manifestSha256"):
+        found = (verified["manifestSha256"], verified.get("signerKeySha256", ""))
+        values.append((metrics.WEIGHTS_VERIFIED, found, 1))
+    values.append((metrics.WEIGHTS_VERIFICATION_FAILED_PODS, (), weights.failed_pods(judged)))
     for result in results:
         values.append((metrics.COMPLIANCE_STATUS, (result.name,), 1 if result.status == "Pass" else 0))
         values += [(metrics.CONTROL_WEAKENED, (result.name, item), 1) for item in result.weakenings]

@@ -52,10 +52,32 @@ def metadata_only(item: Manifest) -> Manifest:
     }
 
 
+def _container_state(status: Mapping[str, Any]) -> Manifest:
+    """A container's name and which state it is in; for one that ended, its exit code and termination
+    message (where the weights' verifier reports what it verified)."""
+    kept: Manifest = {"name": status.get("name")}
+    for key in ("state", "lastState"):
+        state = status.get(key) or {}
+        kept[key] = {
+            kind: {
+                field: value for field, value in (detail or {}).items() if field in ("exitCode", "message")
+            }
+            if kind == "terminated"
+            else {}
+            for kind, detail in state.items()
+        }
+    return kept
+
+
 def pod_essentials(item: Manifest) -> Manifest:
-    """A pod as judging sees it: what runs, where, and whether it is still running."""
+    """A pod as judging sees it: what runs, where, whether it is still running, and how its containers
+    started and ended."""
     stripped = without_managed_fields(item)
-    stripped["status"] = {"phase": (item.get("status") or {}).get("phase")}
+    status = item.get("status") or {}
+    stripped["status"] = {"phase": status.get("phase")}
+    for key in ("initContainerStatuses", "containerStatuses"):
+        if status.get(key):
+            stripped["status"][key] = [_container_state(entry) for entry in status[key]]
     return stripped
 
 

@@ -284,6 +284,21 @@ async def missing_references(
     return tuple(item for item in answers if item)
 
 
+async def signing_config_map(kube: Kube, context: Context) -> Manifest | None:
+    """The ConfigMap holding the key or certificate chain the weights are verified against, read at
+    every pass: the operator pins what it holds now into the verifier's arguments."""
+    weights = context.spec.model.weights
+    if weights is None or weights.signature is None:
+        return None
+    found = await kube.get("ConfigMap", weights.signature.trust.name, context.owner.namespace)
+    if found is None:
+        return None
+    return {
+        "metadata": {"name": found["metadata"]["name"]},
+        **{key: found[key] for key in ("data", "binaryData") if key in found},
+    }
+
+
 def _live(caches: Caches, ref: naming.ChildRef) -> Manifest | None:
     return caches[ref.kind].get(ref.namespace, ref.name)
 

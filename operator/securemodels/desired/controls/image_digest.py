@@ -47,13 +47,17 @@ def short_image(image: str) -> str:
 
 
 def preflight(context: Context, observed: Observed) -> Blocker | None:
-    image = context.spec.model.image
-    if not registry_allows(image, context.config.allowed_registries):
-        return Blocker(
-            Reason.REGISTRY_NOT_ALLOWED,
-            f"spec.model.image {image} is not from a registry the cluster allows "
-            f"({', '.join(context.config.allowed_registries)})",
-        )
+    weights = context.spec.model.weights
+    for field, image in (
+        ("spec.model.image", context.spec.model.image),
+        ("spec.model.weights.image", weights.image if weights is not None else None),
+    ):
+        if image is not None and not registry_allows(image, context.config.allowed_registries):
+            return Blocker(
+                Reason.REGISTRY_NOT_ALLOWED,
+                f"{field} {image} is not from a registry the cluster allows "
+                f"({', '.join(context.config.allowed_registries)})",
+            )
     return None
 
 
@@ -84,6 +88,29 @@ def image_problems(context: Context, pod_spec: Manifest, where: str, *, current:
                 problems.append(
                     f"{where}: container {name} image {image} is not in spec.imagePolicy.allowedRegistries"
                 )
+    problems += _volume_image_problems(context, pod_spec, where, current=current)
+    return problems
+
+
+def _volume_image_problems(context: Context, pod_spec: Manifest, where: str, *, current: bool) -> list[str]:
+    """Image volumes (the model's weights) are held to the model image's rules."""
+    problems = []
+    weights = context.spec.model.weights
+    for volume in pod_spec.get("volumes") or []:
+        if "image" not in volume:
+            continue
+        name, image = volume.get("name"), str((volume["image"] or {}).get("reference", ""))
+        if not is_pinned(image):
+            problems.append(f"{where}: volume {name} image {image} is not pinned by digest")
+            continue
+        if not registry_allows(image, context.config.allowed_registries):
+            problems.append(f"{where}: volume {name} image {image} is not from a cluster-allowed registry")
+        if not registry_allows(image, context.spec.image_policy.allowed_registries):
+            problems.append(
+                f"{where}: volume {name} image {image} is not in spec.imagePolicy.allowedRegistries"
+            )
+        if current and (weights is None or image != weights.image):
+            problems.append(f"{where}: volume {name} mounts {image}, not spec.model.weights.image")
     return problems
 
 

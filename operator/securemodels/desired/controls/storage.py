@@ -122,10 +122,16 @@ def preflight(context: Context, observed: Observed) -> Blocker | None:
     return None
 
 
-def volume_problems(pod_spec: Manifest, claim: str | None, where: str) -> list[str]:
+def volume_problems(
+    pod_spec: Manifest, claim: str | None, where: str, weights_image: str | None = None
+) -> list[str]:
+    """`weights_image`: the declared weights image, whose read-only image volume is accepted: it rests in
+    the node's image store, as every image of the pod does."""
     problems = []
     for item in pod_spec.get("volumes") or []:
         name = item.get("name")
+        if weights_image is not None and (item.get("image") or {}).get("reference") == weights_image:
+            continue
         if "persistentVolumeClaim" in item:
             if item["persistentVolumeClaim"].get("claimName") != claim:
                 problems.append(f"{where}: volume {name} mounts a claim the operator did not vet")
@@ -145,9 +151,13 @@ def check(context: Context, observed: Observed) -> ControlResult:
     storage = context.spec.storage
     claim = names.volume_claim.name if storage else None
     problems = list(observed.findings.get(NAME, ()))
-    problems += volume_problems(deployment["spec"]["template"]["spec"], claim, "the Deployment's template")
+    weights = context.spec.model.weights
+    image = weights.image if weights is not None else None
+    problems += volume_problems(
+        deployment["spec"]["template"]["spec"], claim, "the Deployment's template", image
+    )
     for pod in observed.pods:
-        problems += volume_problems(pod.get("spec") or {}, claim, f"pod {pod['metadata']['name']}")
+        problems += volume_problems(pod.get("spec") or {}, claim, f"pod {pod['metadata']['name']}", image)
     if storage is not None:
         pvc = observed.get(names.volume_claim)
         if pvc is None:
