@@ -116,6 +116,11 @@ LEADER = Gauge(
     "1 on the replica that holds the leader Lease and reconciles, 0 on a standby.",
     registry=REGISTRY,
 )
+OPERATOR_READY = Gauge(
+    "securemodels_operator_ready",
+    "1 while the replica is ready (its /readyz answers 200), 0 while it is not.",
+    registry=REGISTRY,
+)
 
 _PER_SMD = (COMPLIANCE_STATUS, CONTROL_WEAKENED, COMPLIANT, READY, CERTIFICATE_EXPIRY, CERTIFICATE_RENEWAL)
 

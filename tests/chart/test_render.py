@@ -35,6 +35,12 @@ CLUSTER_SCOPED = (
     "ValidatingAdmissionPolicyBinding",
 )
 ADMISSION_POLICIES = ("mounts", "configmaps", "clients", "access")
+# Everything the chart can add for monitoring: the ServiceMonitor, the alerts and the dashboard.
+MONITORING = {
+    "serviceMonitor": {"enabled": True},
+    "prometheusRule": {"enabled": True},
+    "grafanaDashboard": {"enabled": True},
+}
 
 Grant = tuple[str, str, str, tuple[str, ...]]
 
@@ -294,7 +300,7 @@ def test_a_config_change_changes_the_pod_template_and_nothing_else_does() -> Non
 
 @pytest.mark.parametrize("values", [{}, NAMESPACED_VALUES], ids=["cluster-wide", "namespaced"])
 def test_every_object_carries_the_chart_labels(values: dict[str, Any]) -> None:
-    objects = render({**values, "metrics": {"serviceMonitor": {"enabled": True}}})
+    objects = render({**values, "metrics": MONITORING})
 
     for item in objects:
         labels = item["metadata"]["labels"]
@@ -446,7 +452,7 @@ def test_checkov_fails_exactly_the_reasoned_skips_and_nothing_else(tmp_path: Pat
     unskipped.write_text(yaml.safe_dump({**settings, "skip-check": []}))
     for name, values in {
         "cluster-wide": {},
-        "namespaced": {**NAMESPACED_VALUES, "metrics": {"serviceMonitor": {"enabled": True}}},
+        "namespaced": {**NAMESPACED_VALUES, "metrics": MONITORING},
     }.items():
         (tmp_path / name).mkdir()
         (tmp_path / name / "chart.yaml").write_text(yaml.safe_dump_all(render(values)))

@@ -486,6 +486,7 @@ async def run(
     if started is not None:
         operator.watching = started
     server = HealthServer(operator.readiness)
+    metrics.OPERATOR_READY.set_function(lambda: float(operator.readiness()[0]))
     tasks = operator.caches.start()
     election = config.leader_election
     elector: Elector | None = None
