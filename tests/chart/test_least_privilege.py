@@ -17,7 +17,7 @@ import pytest
 
 from chart.helm import install, token_kubeconfig, uninstall
 from localcluster import LocalCluster
-from securemodels.config import OperatorConfig
+from securemodels.config import OperatorConfig, PolicyReports
 from securemodels.handlers import permissions
 from support.kube import CHILDREN_WITH_ACCESS, Kubectl, wait_for
 from support.manifests import smd
@@ -26,6 +26,8 @@ from support.operator import RESYNC_SECONDS, RunningOperator
 pytestmark = pytest.mark.integration
 
 RELEASE = "smo"
+# What the operator holds in each managed namespace, with the compliance reports on (the default).
+NAMESPACED_PERMISSIONS = permissions.NAMESPACED + permissions.compliance_reports(PolicyReports())
 SERVICE_ACCOUNT = f"{RELEASE}-secure-model-operator"
 RESTRICTED = {
     "pod-security.kubernetes.io/enforce": "restricted",
@@ -217,7 +219,7 @@ def test_the_identity_holds_what_the_operator_needs_in_a_managed_namespace(
     kubectl: Kubectl, installed: Installed
 ) -> None:
     """Guards the refusals above: the same question for a permission it has must say yes."""
-    for permission in permissions.NAMESPACED:
+    for permission in NAMESPACED_PERMISSIONS:
         name, _, subresource = permission.resource.partition("/")
         resource = f"{name}.{permission.group}" if permission.group else name
         extra = [f"--subresource={subresource}"] if subresource else []
@@ -292,7 +294,7 @@ def rbac_by_hand(account: str, namespace: str, watched: str) -> list[dict[str, A
     subjects = [{"kind": "ServiceAccount", "name": account, "namespace": namespace}]
     grants = [
         ("ClusterRole", None, rules(permissions.CLUSTER)),
-        ("Role", watched, rules(permissions.NAMESPACED, leave_out=(MISSING.resource, MISSING_VERB))),
+        ("Role", watched, rules(NAMESPACED_PERMISSIONS, leave_out=(MISSING.resource, MISSING_VERB))),
         (
             "Role",
             namespace,
