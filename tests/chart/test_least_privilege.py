@@ -8,6 +8,7 @@ everything the operator never needs.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -219,7 +220,7 @@ def test_the_identity_holds_what_the_operator_needs_in_a_managed_namespace(
     kubectl: Kubectl, installed: Installed
 ) -> None:
     """Guards the refusals above: the same question for a permission it has must say yes."""
-    for permission in NAMESPACED_PERMISSIONS:
+    for permission in permissions.NAMESPACED:
         name, _, subresource = permission.resource.partition("/")
         resource = f"{name}.{permission.group}" if permission.group else name
         extra = [f"--subresource={subresource}"] if subresource else []
@@ -228,6 +229,41 @@ def test_the_identity_holds_what_the_operator_needs_in_a_managed_namespace(
                 verb,
                 resource,
             )
+
+
+def review(kubectl: Kubectl, subject: str, verb: str, group: str, resource: str, namespace: str) -> bool:
+    """A SubjectAccessReview: unlike `kubectl auth can-i`, it needs no CRD for the resource."""
+    body = {
+        "apiVersion": "authorization.k8s.io/v1",
+        "kind": "SubjectAccessReview",
+        "spec": {
+            "user": subject,
+            "groups": ["system:serviceaccounts", "system:authenticated"],
+            "resourceAttributes": {
+                "verb": verb,
+                "group": group,
+                "resource": resource,
+                "namespace": namespace,
+            },
+        },
+    }
+    answer = json.loads(kubectl("create", "-f", "-", "-o", "json", stdin=json.dumps(body)))
+    return bool(answer["status"].get("allowed"))
+
+
+def test_the_identity_writes_the_configured_compliance_reports_and_no_other_report(
+    kubectl: Kubectl, installed: Installed
+) -> None:
+    (reports,) = permissions.compliance_reports(PolicyReports())
+    for verb in reports.verbs:
+        assert review(kubectl, installed.subject, verb, reports.group, reports.resource, installed.models), (
+            verb
+        )
+    assert not review(kubectl, installed.subject, "create", "openreports.io", "reports", installed.models)
+    assert not review(kubectl, installed.subject, "create", "wgpolicyk8s.io", "clusterpolicyreports", "")
+    assert not review(
+        kubectl, installed.subject, "deletecollection", reports.group, reports.resource, installed.models
+    )
 
 
 @NAMESPACED_ONLY

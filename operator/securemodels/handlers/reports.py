@@ -65,6 +65,7 @@ class ReportWriter:
         self._taken: set[str] = set()  # namespaces where someone else holds the report's name
         self.unavailable: str | None = None  # why no report is written, while the API is missing
         self._announced = False
+        self._failing: dict[str, tuple[int, float]] = {}  # namespace -> (failed writes, when to try again)
 
     # -- what to look at ----------------------------------------------------------------------------
 
@@ -107,7 +108,7 @@ class ReportWriter:
                 if resync:
                     marked |= self._with_smds() | {key[0] for key in self._keys()}
                 for namespace in sorted(marked):
-                    await self._sync_logged(namespace)
+                    await self.sync(namespace)
         finally:
             for task in tasks:
                 task.cancel()
@@ -157,15 +158,29 @@ class ReportWriter:
 
     # -- one namespace -------------------------------------------------------------------------------
 
-    async def _sync_logged(self, namespace: str) -> None:
+    async def sync(self, namespace: str) -> None:
+        """Compare the namespace's report with what it should be, and write it if they differ."""
+        now = asyncio.get_running_loop().time()
+        attempts, not_before = self._failing.get(namespace, (0, now))
+        if not_before > now:
+            return  # failed lately; the resync after its pause tries again
         try:
             await self._sync(namespace)
         except KubeError as error:
             if error.code == 409:
+                # Changed meanwhile: the watch brings the new version, and with it another look.
                 log.info("compliance report of %s changed meanwhile; looking again", namespace)
-            else:
-                log.warning("could not write the compliance report of %s: %s", namespace, error)
-            self.changed(namespace)  # the next pass, or the watch's news, tries again
+                return
+            pause = min(MAX_LOOK_AGAIN, self._config.resync_seconds * 2**attempts)
+            self._failing[namespace] = (attempts + 1, now + pause)
+            log.warning(
+                "could not write the compliance report of %s: %s; trying again in %.0fs",
+                namespace,
+                error,
+                pause,
+            )
+            return
+        self._failing.pop(namespace, None)
 
     async def _sync(self, namespace: str) -> None:
         found = self._namespaces.get(None, namespace)
