@@ -26,7 +26,7 @@ import pytest
 from chart.helm import token_kubeconfig
 from localcluster import LocalCluster
 from securemodels import metrics
-from securemodels.config import LeaderElection, OperatorConfig
+from securemodels.config import LeaderElection, OperatorConfig, PolicyReports
 from securemodels.desired.controls.registry import CONTROLS
 from support.kube import Kubectl, wait_for
 from support.manifests import smd
@@ -315,3 +315,46 @@ def test_audit_prints_the_fleet_from_a_kubeconfig(
     )
     assert refused.returncode == 2
     assert "cannot list SecureModelDeployments" in refused.stderr
+
+
+def test_with_openreports_the_report_is_an_openreports_report(
+    cluster: LocalCluster, kubectl: Kubectl, fleet: Fleet, tmp_path: Path
+) -> None:
+    """The setting's other API: the same results in an openreports.io/v1alpha1 Report."""
+    crd = report_crds() / "openreports.io_reports.yaml"
+    kubectl("apply", "--server-side", "-f", str(crd))
+    established = '{.status.conditions[?(@.type=="Established")].status}'
+    wait_for(
+        lambda: kubectl.run("get", "-f", str(crd), "-o", f"jsonpath={established}").stdout == "True",
+        what="the Report CRD to be established",
+    )
+    home, models = f"{fleet.home}-open", f"{fleet.models}-open"
+    kubectl.apply([namespace_manifest(home), namespace_manifest(models)])
+    config = OperatorConfig(
+        namespace=home,
+        resync_seconds=RESYNC_SECONDS,
+        watch_namespaces=(home, models),
+        leader_election=LeaderElection(enabled=False),
+        policy_reports=PolicyReports(api="openreports.io/v1alpha1"),
+    )
+    operator = RunningOperator(fleet.kubeconfig, config).start()
+    try:
+        kubectl.apply(smd("open", models, **WEAKENED))
+        wait_ready(kubectl, models, "open")
+        found = wait_for(
+            lambda: kubectl.get("reports.openreports.io", REPORT, models), timeout=30, what="the Report"
+        )
+        assert kubectl.get("policyreports.wgpolicyk8s.io", REPORT, models) is None
+    finally:
+        operator.stop()
+        for name in (home, models):
+            kubectl("delete", "namespace", name, "--wait=false")
+        kubectl("delete", "-f", str(crd), "--wait=false")
+    assert (found["apiVersion"], found["kind"], found["source"]) == (
+        "openreports.io/v1alpha1",
+        "Report",
+        "secure-model-operator",
+    )
+    assert verdicts(found) == {
+        ("open", control.NAME): "warn" if control.NAME == "mtls" else "pass" for control in CONTROLS
+    }
