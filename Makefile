@@ -42,7 +42,7 @@ $(KUBECTL) $(HELM) &:
 	hack/fetch-kubectl-helm.sh >/dev/null
 
 .PHONY: install
-install: $(VENV)/.installed $(JUDGES_VENV)/.installed $(KUBECTL) controlplane nginx node images ## everything the tests and demo need
+install: $(VENV)/.installed $(JUDGES_VENV)/.installed $(KUBECTL) controlplane nginx node images monitoring-judges ## everything the tests and demo need
 
 .PHONY: controlplane
 controlplane: ## build (once) kube-apiserver, kube-controller-manager, kube-scheduler, etcd and kwok
@@ -51,6 +51,12 @@ controlplane: ## build (once) kube-apiserver, kube-controller-manager, kube-sche
 .PHONY: nginx
 nginx: ## fetch (once) Debian's nginx for the mTLS handshake tests
 	hack/fetch-nginx.sh >/dev/null
+
+.PHONY: monitoring-judges
+monitoring-judges: ## build (once) promtool; fetch (once) Grafana's dashboard schema and the report CRDs
+	hack/build-promtool.sh >/dev/null
+	hack/fetch-dashboard-schema.sh >/dev/null
+	hack/fetch-report-crds.sh >/dev/null
 
 # The real node (Linux, root): runc, CNI plugins, the image builder and the netfilter tools from Debian.
 NODE_PACKAGES := runc containernetworking-plugins buildah debootstrap iptables ipset conntrack nftables

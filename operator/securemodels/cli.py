@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from securemodels import desired
+from securemodels import audit, desired
 from securemodels.api import crdgen, v1alpha1
 from securemodels.config import OperatorConfig
 from securemodels.desired.controls import image_digest, mtls, network, rbac, weights
@@ -148,35 +148,28 @@ def _cmd_render(args: argparse.Namespace) -> int:
 
 
 def _cmd_audit(args: argparse.Namespace) -> int:
-    from securemodels.k8s.client import Kube, load_config
+    from securemodels.k8s.client import Kube, KubeError, load_config
 
-    async def audit() -> list[dict[str, Any]]:
+    async def listed() -> list[dict[str, Any]]:
         kube = Kube(load_config(Path(args.kubeconfig) if args.kubeconfig else None))
         try:
             return await kube.list(v1alpha1.KIND, args.namespace)
         finally:
             await kube.close()
 
-    items = asyncio.run(audit())
-    rows = [("NAMESPACE", "NAME", "PHASE", "COMPLIANT", "NOT PASSING")]
-    for item in items:
-        status = item.get("status") or {}
-        not_passing = [
-            f"{c['name']}={c['status']}" for c in status.get("controls") or [] if c["status"] != "Pass"
-        ]
-        rows.append(
-            (
-                item["metadata"]["namespace"],
-                item["metadata"]["name"],
-                str(status.get("phase", "Unknown")),
-                str(status.get("compliant", "Unknown")),
-                ", ".join(not_passing) or "-",
-            )
-        )
-    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
-    for row in rows:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
-    return 0 if all((item.get("status") or {}).get("compliant") for item in items) else 1
+    try:
+        models = audit.fleet(asyncio.run(listed()))
+    except (KubeError, OSError, ValueError) as error:
+        print(f"cannot list SecureModelDeployments: {error}", file=sys.stderr)
+        return 2
+    now = datetime.now(UTC)
+    if args.output == "json":
+        sys.stdout.write(audit.as_json(models, now))
+    elif args.output == "markdown":
+        sys.stdout.write(audit.as_markdown(models, now))
+    else:
+        sys.stdout.write(audit.as_table(models))
+    return 0 if audit.all_compliant(models) else 1
 
 
 def _cmd_verify_weights(args: argparse.Namespace) -> int:
@@ -220,10 +213,18 @@ def parser() -> argparse.ArgumentParser:
     render.add_argument("--config", help="operator configuration file (YAML)")
     render.set_defaults(handler=_cmd_render)
 
-    audit = commands.add_parser("audit", help="list SMDs and the controls that do not pass")
-    audit.add_argument("--namespace", "-n", help="only this namespace")
-    audit.add_argument("--kubeconfig", help="kubeconfig; default: in-cluster, then $KUBECONFIG")
-    audit.set_defaults(handler=_cmd_audit)
+    audit_command = commands.add_parser(
+        "audit",
+        help="the fleet's compliance, control by control, with the framework requirements each helps meet",
+        description="Exit code 0 when every SMD is compliant, 1 when one is not, 2 when the SMDs cannot "
+        "be read.",
+    )
+    audit_command.add_argument("--namespace", "-n", help="only this namespace")
+    audit_command.add_argument("--kubeconfig", help="kubeconfig; default: in-cluster, then $KUBECONFIG")
+    audit_command.add_argument(
+        "--output", "-o", default="table", choices=["table", "json", "markdown"], help="default: table"
+    )
+    audit_command.set_defaults(handler=_cmd_audit)
 
     verify = commands.add_parser(
         "verify-weights",

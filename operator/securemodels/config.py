@@ -77,6 +77,23 @@ class LeaderElection(BaseModel):
         return self
 
 
+# The report APIs the operator can write: the API version and its namespaced report kind.
+REPORT_KINDS = {"wgpolicyk8s.io/v1alpha2": "PolicyReport", "openreports.io/v1alpha1": "Report"}
+
+
+class PolicyReports(BaseModel):
+    """One compliance report per namespace with SMDs: a PolicyReport (the format Kyverno and Policy
+    Reporter read) or an OpenReports Report. Without its CRD in the cluster, none is written."""
+
+    model_config = ConfigDict(frozen=True, alias_generator=to_camel, populate_by_name=True, extra="forbid")
+    enabled: bool = True
+    api: Literal["wgpolicyk8s.io/v1alpha2", "openreports.io/v1alpha1"] = "wgpolicyk8s.io/v1alpha2"
+
+    @property
+    def kind(self) -> str:
+        return REPORT_KINDS[self.api]
+
+
 class OperatorConfig(BaseModel):
     """Cluster-wide settings, from the config file (`--config`) mounted by the Helm chart."""
 
@@ -124,6 +141,7 @@ class OperatorConfig(BaseModel):
     )
     dns: DNSPeer = Field(default_factory=DNSPeer)
     leader_election: LeaderElection = Field(default_factory=LeaderElection)
+    policy_reports: PolicyReports = Field(default_factory=PolicyReports)
     cluster_domain: str = "cluster.local"
 
     @model_validator(mode="after")

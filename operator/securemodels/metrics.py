@@ -138,6 +138,11 @@ LEADER = Gauge(
     "1 on the replica that holds the leader Lease and reconciles, 0 on a standby.",
     registry=REGISTRY,
 )
+OPERATOR_READY = Gauge(
+    "securemodels_operator_ready",
+    "1 while the replica is ready (its /readyz answers 200), 0 while it is not.",
+    registry=REGISTRY,
+)
 
 # The per-SMD series each SMD has now, so that replacing or dropping them costs what the SMD has, not
 # what the whole fleet has: (gauge, labels after namespace and name).

@@ -8,6 +8,7 @@ everything the operator never needs.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,7 @@ import pytest
 
 from chart.helm import install, token_kubeconfig, uninstall
 from localcluster import LocalCluster
-from securemodels.config import OperatorConfig
+from securemodels.config import OperatorConfig, PolicyReports
 from securemodels.handlers import permissions
 from support.kube import CHILDREN_WITH_ACCESS, Kubectl, wait_for
 from support.manifests import smd
@@ -26,6 +27,8 @@ from support.operator import RESYNC_SECONDS, RunningOperator
 pytestmark = pytest.mark.integration
 
 RELEASE = "smo"
+# What the operator holds in each managed namespace, with the compliance reports on (the default).
+NAMESPACED_PERMISSIONS = permissions.NAMESPACED + permissions.compliance_reports(PolicyReports())
 SERVICE_ACCOUNT = f"{RELEASE}-secure-model-operator"
 RESTRICTED = {
     "pod-security.kubernetes.io/enforce": "restricted",
@@ -228,6 +231,41 @@ def test_the_identity_holds_what_the_operator_needs_in_a_managed_namespace(
             )
 
 
+def review(kubectl: Kubectl, subject: str, verb: str, group: str, resource: str, namespace: str) -> bool:
+    """A SubjectAccessReview: unlike `kubectl auth can-i`, it needs no CRD for the resource."""
+    body = {
+        "apiVersion": "authorization.k8s.io/v1",
+        "kind": "SubjectAccessReview",
+        "spec": {
+            "user": subject,
+            "groups": ["system:serviceaccounts", "system:authenticated"],
+            "resourceAttributes": {
+                "verb": verb,
+                "group": group,
+                "resource": resource,
+                "namespace": namespace,
+            },
+        },
+    }
+    answer = json.loads(kubectl("create", "-f", "-", "-o", "json", stdin=json.dumps(body)))
+    return bool(answer["status"].get("allowed"))
+
+
+def test_the_identity_writes_the_configured_compliance_reports_and_no_other_report(
+    kubectl: Kubectl, installed: Installed
+) -> None:
+    (reports,) = permissions.compliance_reports(PolicyReports())
+    for verb in reports.verbs:
+        assert review(kubectl, installed.subject, verb, reports.group, reports.resource, installed.models), (
+            verb
+        )
+    assert not review(kubectl, installed.subject, "create", "openreports.io", "reports", installed.models)
+    assert not review(kubectl, installed.subject, "create", "wgpolicyk8s.io", "clusterpolicyreports", "")
+    assert not review(
+        kubectl, installed.subject, "deletecollection", reports.group, reports.resource, installed.models
+    )
+
+
 @NAMESPACED_ONLY
 def test_with_watch_namespaces_the_identity_reads_no_secret_outside_them(
     kubectl: Kubectl, installed: Installed
@@ -292,7 +330,7 @@ def rbac_by_hand(account: str, namespace: str, watched: str) -> list[dict[str, A
     subjects = [{"kind": "ServiceAccount", "name": account, "namespace": namespace}]
     grants = [
         ("ClusterRole", None, rules(permissions.CLUSTER)),
-        ("Role", watched, rules(permissions.NAMESPACED, leave_out=(MISSING.resource, MISSING_VERB))),
+        ("Role", watched, rules(NAMESPACED_PERMISSIONS, leave_out=(MISSING.resource, MISSING_VERB))),
         (
             "Role",
             namespace,

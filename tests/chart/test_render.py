@@ -16,7 +16,7 @@ import yaml
 from chart.helm import IMAGE_VALUES, RELEASE, helm, one, render, with_image
 from securemodels.api import v1alpha1
 from securemodels.api.v1alpha1 import DIGEST_IMAGE_PATTERN
-from securemodels.config import DEFAULT_SIDECAR_IMAGE, OperatorConfig
+from securemodels.config import DEFAULT_SIDECAR_IMAGE, OperatorConfig, PolicyReports
 from securemodels.handlers import permissions
 from support.paths import CHART, CRD, OPERATOR_NAMESPACE, ROOT
 
@@ -35,8 +35,16 @@ CLUSTER_SCOPED = (
     "ValidatingAdmissionPolicyBinding",
 )
 ADMISSION_POLICIES = ("mounts", "configmaps", "clients", "access")
+# Everything the chart can add for monitoring: the ServiceMonitor, the alerts and the dashboard.
+MONITORING = {
+    "serviceMonitor": {"enabled": True},
+    "prometheusRule": {"enabled": True},
+    "grafanaDashboard": {"enabled": True},
+}
 
 Grant = tuple[str, str, str, tuple[str, ...]]
+# What the operator holds in each managed namespace, with the compliance reports on (the default).
+NAMESPACED_PERMISSIONS = permissions.NAMESPACED + permissions.compliance_reports(PolicyReports())
 
 
 def grants(items: Iterable[permissions.Permission]) -> set[Grant]:
@@ -107,7 +115,7 @@ def test_cluster_wide_rbac_is_exactly_the_operators_permissions() -> None:
     assert rule_grants(leader_election_role(objects)) == LEASE_GRANTS
     assert leader_election_role(objects)["metadata"]["namespace"] == OPERATOR_NAMESPACE
     role = one(objects, "ClusterRole")
-    assert rule_grants(role) == grants(permissions.NAMESPACED) | grants(permissions.CLUSTER)
+    assert rule_grants(role) == grants(NAMESPACED_PERMISSIONS) | grants(permissions.CLUSTER)
     binding = one(objects, "ClusterRoleBinding")
     assert binding["roleRef"] == {
         "apiGroup": "rbac.authorization.k8s.io",
@@ -134,8 +142,8 @@ def test_namespaced_rbac_grants_each_watched_namespace_and_the_cluster_kinds_onl
         ("Role", OPERATOR_NAMESPACE),
     }
     assert rule_grants(roles["ClusterRole", None]) == grants(permissions.CLUSTER)
-    assert rule_grants(roles["Role", "ml-prod"]) == grants(permissions.NAMESPACED)
-    assert rule_grants(roles["Role", "ml-gateway"]) == grants(permissions.NAMESPACED)
+    assert rule_grants(roles["Role", "ml-prod"]) == grants(NAMESPACED_PERMISSIONS)
+    assert rule_grants(roles["Role", "ml-gateway"]) == grants(NAMESPACED_PERMISSIONS)
     assert rule_grants(roles["Role", OPERATOR_NAMESPACE]) == grants(permissions.OWN_NAMESPACE) | {CA_EVENTS}
     bindings = [item for item in objects if item["kind"].endswith("Binding")]
     assert len(bindings) == len(roles)
@@ -294,7 +302,7 @@ def test_a_config_change_changes_the_pod_template_and_nothing_else_does() -> Non
 
 @pytest.mark.parametrize("values", [{}, NAMESPACED_VALUES], ids=["cluster-wide", "namespaced"])
 def test_every_object_carries_the_chart_labels(values: dict[str, Any]) -> None:
-    objects = render({**values, "metrics": {"serviceMonitor": {"enabled": True}}})
+    objects = render({**values, "metrics": MONITORING})
 
     for item in objects:
         labels = item["metadata"]["labels"]
@@ -446,7 +454,7 @@ def test_checkov_fails_exactly_the_reasoned_skips_and_nothing_else(tmp_path: Pat
     unskipped.write_text(yaml.safe_dump({**settings, "skip-check": []}))
     for name, values in {
         "cluster-wide": {},
-        "namespaced": {**NAMESPACED_VALUES, "metrics": {"serviceMonitor": {"enabled": True}}},
+        "namespaced": {**NAMESPACED_VALUES, "metrics": MONITORING},
     }.items():
         (tmp_path / name).mkdir()
         (tmp_path / name / "chart.yaml").write_text(yaml.safe_dump_all(render(values)))
@@ -572,3 +580,23 @@ def test_client_certificates_opt_in_is_aggregated_into_admin_and_edit_only() -> 
     assert role["rules"] == [
         {"apiGroups": [v1alpha1.GROUP], "resources": ["clientcertificates"], "verbs": ["create"]}
     ]
+
+
+@pytest.mark.parametrize(
+    ("settings", "expected"),
+    [
+        ({}, {("wgpolicyk8s.io", "policyreports")}),
+        ({"api": "openreports.io/v1alpha1"}, {("openreports.io", "reports")}),
+        ({"enabled": False}, set()),
+    ],
+    ids=["policyreport", "openreports", "off"],
+)
+def test_the_operator_may_write_only_the_configured_report_kind(
+    settings: dict[str, Any], expected: set[tuple[str, str]]
+) -> None:
+    role = one(rbac(render({"config": {"policyReports": settings}})), "ClusterRole")
+    reports = {(group, resource) for group, resource, _, _ in rule_grants(role) if "reports" in resource}
+
+    assert reports == expected
+    configured = PolicyReports.model_validate({**settings})
+    assert {(item.group, item.resource) for item in permissions.compliance_reports(configured)} == expected

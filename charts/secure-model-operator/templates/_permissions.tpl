@@ -26,6 +26,16 @@ namespaced:
   # Pods: watched to judge what runs, and held so that viewers may be granted them.
   - {apiGroup: "", resource: pods, verbs: [get, list, watch]}
   - {apiGroup: "", resource: pods/log, verbs: [get]}
+  {{- with .Values.config.policyReports }}
+  {{- if .enabled }}
+  # The compliance reports of the configured API only.
+  {{- if eq .api "openreports.io/v1alpha1" }}
+  - {apiGroup: openreports.io, resource: reports, verbs: [get, list, watch, create, update, delete]}
+  {{- else }}
+  - {apiGroup: wgpolicyk8s.io, resource: policyreports, verbs: [get, list, watch, create, update, delete]}
+  {{- end }}
+  {{- end }}
+  {{- end }}
 cluster:
   - {apiGroup: rbac.authorization.k8s.io, resource: clusterrolebindings, verbs: [list, watch]}
   - {apiGroup: rbac.authorization.k8s.io, resource: clusterroles, verbs: [list, watch]}

@@ -43,6 +43,9 @@ PROJECTED_FIELDS: dict[str, tuple[str, ...]] = {
     "Role": ("rules",),
     "RoleBinding": ("roleRef", "subjects"),
     "PersistentVolumeClaim": ("spec",),
+    # The compliance reports of a namespace (desired/reports.py).
+    "PolicyReport": ("scope", "summary", "results"),
+    "Report": ("scope", "source", "summary", "results"),
 }
 # Filled in by the binding controller once the claim is bound: not the operator's, nor anyone's choice.
 _CLAIM_BINDING_FIELDS = ("volumeName",)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from securemodels.api import v1alpha1
+from securemodels.config import PolicyReports
 from securemodels.desired import naming
 
 
@@ -77,3 +78,13 @@ def leader_election(lease_name: str) -> tuple[Permission, ...]:
         Permission("coordination.k8s.io", "leases", ("get", "update"), (lease_name,)),
         Permission("coordination.k8s.io", "leases", ("create",)),
     )
+
+
+def compliance_reports(settings: PolicyReports) -> tuple[Permission, ...]:
+    """In the managed namespaces, when compliance reports are on: the configured report kind (get, to
+    see whether a name someone else held is free; delete, for a namespace left without models)."""
+    if not settings.enabled:
+        return ()
+    group = settings.api.split("/")[0]
+    resource = {"PolicyReport": "policyreports", "Report": "reports"}[settings.kind]
+    return (Permission(group, resource, ("get", "list", "watch", "create", "update", "delete")),)

@@ -40,6 +40,7 @@ from securemodels.handlers import permissions
 from securemodels.handlers.keys import OperatorKeys
 from securemodels.handlers.leadership import ElectionThread, Elector
 from securemodels.handlers.reconcile import Clock, Reconciler
+from securemodels.handlers.reports import ReportWriter
 from securemodels.k8s import read
 from securemodels.k8s.access import AccessReviews
 from securemodels.k8s.client import Credentials, Kube, KubeError, credentials_source, load_config
@@ -93,6 +94,16 @@ class Operator:
         self.keys = OperatorKeys(self.kube, self.caches, self.config)
         self.reviews = AccessReviews(self.kube)
         self.reconciler = Reconciler(self.kube, self.caches, self.config, self.clock, self.keys, self.reviews)
+        self.reports = ReportWriter(
+            self.kube,
+            self.config,
+            self.bodies,
+            self.caches["Namespace"],
+            self.caches["Secret"],
+            self.keys.stamp_key,
+            self.leading,
+            self.clock,
+        )
         self._by_uid: dict[str, str] = {}
         self._by_namespace: dict[str, set[str]] = defaultdict(set)
 
@@ -111,6 +122,7 @@ class Operator:
             self._by_uid[metadata["uid"]] = key
             self._by_namespace[metadata["namespace"]].add(key)
         metrics.MANAGED_RESOURCES.set(len(self.bodies))
+        self.reports.changed(metadata["namespace"])  # its status, or its coming or going
         # Our own status writes come back as events too; only a new spec (generation) is news.
         unchanged_spec = (
             event_type != "DELETED"
@@ -393,9 +405,10 @@ class Operator:
         )
         election = self.config.leader_election
         own += permissions.leader_election(election.lease_name) if election.enabled else ()
+        namespaced = permissions.NAMESPACED + permissions.compliance_reports(self.config.policy_reports)
         checks: list[tuple[permissions.Permission, str, str | None, str | None]] = [
             (permission, verb, namespace, None)
-            for permission in permissions.NAMESPACED
+            for permission in namespaced
             for verb in permission.verbs
             for namespace in namespaces
         ]
@@ -522,6 +535,7 @@ async def run(
     if started is not None:
         operator.watching = started
     server = HealthServer(operator.readiness)
+    metrics.OPERATOR_READY.set_function(lambda: float(operator.readiness()[0]))
     tasks = operator.caches.start()
     election = config.leader_election
     election_thread: ElectionThread | None = None
@@ -547,6 +561,7 @@ async def run(
         metrics.LEADER.set(1)
     tasks += [asyncio.create_task(operator.worker()) for _ in range(config.workers)]
     tasks.append(asyncio.create_task(operator.resync()))
+    tasks.append(asyncio.create_task(operator.reports.run(), name="compliance reports"))
     try:
         await server.start(http_port)
         await operator.check_permissions()

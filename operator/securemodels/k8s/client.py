@@ -18,7 +18,7 @@ import httpx2
 from lightkube import ApiError, AsyncClient, KubeConfig, operators
 from lightkube.config.client_adapter import verify_cluster
 from lightkube.config.kubeconfig import SingleConfig
-from lightkube.core.exceptions import NotReadyError
+from lightkube.core.exceptions import ConfigError, NotReadyError
 from lightkube.core.selector import build_selector
 from lightkube.generic_resource import create_global_resource, create_namespaced_resource
 from lightkube.types import PatchType
@@ -52,6 +52,9 @@ _KINDS: dict[str, tuple[str, str, str, bool]] = {
     "SubjectAccessReview": ("authorization.k8s.io", "v1", "subjectaccessreviews", False),
     "Lease": ("coordination.k8s.io", "v1", "leases", True),
     v1alpha1.KIND: (v1alpha1.GROUP, v1alpha1.VERSION, v1alpha1.PLURAL, True),
+    # The compliance reports (config.policyReports), when their CRDs are installed.
+    "PolicyReport": ("wgpolicyk8s.io", "v1alpha2", "policyreports", True),
+    "Report": ("openreports.io", "v1alpha1", "reports", True),
 }
 _RESOURCES: dict[str, Any] = {
     kind: (create_namespaced_resource if namespaced else create_global_resource)(group, version, kind, plural)
@@ -98,8 +101,12 @@ class Credentials:
 
 
 def load_config(kubeconfig: Path | None) -> KubeConfig:
-    """An explicit kubeconfig, else in-cluster service account, else $KUBECONFIG or ~/.kube/config."""
-    return KubeConfig.from_file(kubeconfig) if kubeconfig else KubeConfig.from_env()
+    """An explicit kubeconfig, else in-cluster service account, else $KUBECONFIG or ~/.kube/config.
+    Raises ValueError when there is none, or it cannot be read."""
+    try:
+        return KubeConfig.from_file(kubeconfig) if kubeconfig else KubeConfig.from_env()
+    except ConfigError as error:
+        raise ValueError(str(error)) from error
 
 
 def credentials(config: KubeConfig) -> Credentials:
