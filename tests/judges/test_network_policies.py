@@ -59,6 +59,7 @@ DECLARED = {
     ),
     "vllm-gpu": Flows(ingress={"ml-gateway/gateway": TLS}, egress=DNS),
     "signed-weights": Flows(ingress={"ml-gateway/gateway": TLS}, egress=DNS),
+    "triton-grpc": Flows(ingress={"ml-gateway/gateway": TLS}, egress=DNS),
 }
 WEAKENED_EXAMPLE = "weakened"
 
