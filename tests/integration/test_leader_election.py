@@ -4,7 +4,6 @@ read from the API server's own audit log, by identity: at no moment do both writ
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -21,6 +20,7 @@ import pytest
 from chart.helm import token_kubeconfig
 from localcluster import LocalCluster, free_port
 from operatorprocess import start_operator
+from support.audit import ACCESS_REVIEWS, accepted_writes
 from support.kube import Kubectl, wait_for
 from support.manifests import smd
 
@@ -28,8 +28,6 @@ pytestmark = pytest.mark.integration
 COUNT = 30
 LEASE = {"leaseDurationSeconds": 6, "renewDeadlineSeconds": 4, "retryPeriodSeconds": 1}
 # Asked with a create, but changing nothing (reviews); and the Lease, which both replicas write by design.
-NOT_WRITES = ("selfsubjectaccessreviews", "subjectaccessreviews", "leases")
-WRITE_VERBS = ("create", "update", "patch", "delete", "deletecollection")
 
 
 @dataclass
@@ -87,22 +85,13 @@ def leader(replicas: list[Replica]) -> Replica | None:
 def writes(cluster: LocalCluster, identities: set[str]) -> list[tuple[datetime, str]]:
     """(when, who) of every write the API server accepted from these identities, but their Lease's and
     access reviews'."""
-    found = []
-    for line in cluster.audit_log.read_text().splitlines():
-        event = json.loads(line)
-        who = event.get("user", {}).get("username")
-        if who not in identities or event.get("stage") != "ResponseComplete":
-            continue
-        if event["verb"] not in WRITE_VERBS:
-            continue
-        if event["objectRef"].get("resource") in NOT_WRITES:
-            continue
-        if event.get("responseStatus", {}).get("code", 200) >= 300:
-            continue
-        if "dryRun" in event.get("requestURI", ""):
-            continue
-        found.append((datetime.fromisoformat(event["requestReceivedTimestamp"].replace("Z", "+00:00")), who))
-    return sorted(found)
+    return [
+        (
+            datetime.fromisoformat(event["requestReceivedTimestamp"].replace("Z", "+00:00")),
+            event["user"]["username"],
+        )
+        for event in accepted_writes(cluster.audit_log, identities, not_of=(*ACCESS_REVIEWS, "leases"))
+    ]
 
 
 def test_one_replica_leads_a_killed_leader_is_replaced_within_the_lease_and_never_both_write(

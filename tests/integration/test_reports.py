@@ -28,6 +28,7 @@ from localcluster import LocalCluster
 from securemodels import metrics
 from securemodels.config import LeaderElection, OperatorConfig, PolicyReports
 from securemodels.desired.controls.registry import CONTROLS
+from support.audit import accepted_writes
 from support.kube import Kubectl, wait_for
 from support.manifests import smd
 from support.operator import RESYNC_SECONDS, RunningOperator
@@ -37,7 +38,6 @@ pytestmark = pytest.mark.integration
 REPORT = "secure-model-operator"
 WEAKENED = {"mtls": {"minTLSVersion": "1.2"}}
 # Asked with a create, but changing nothing.
-NOT_WRITES = ("selfsubjectaccessreviews", "subjectaccessreviews")
 
 
 @dataclass
@@ -129,20 +129,12 @@ def verdicts(found: dict[str, Any] | None) -> dict[tuple[str, str], str]:
 
 
 def writes(cluster: LocalCluster, identity: str, after: str = "") -> list[dict[str, Any]]:
-    """Every write the API server accepted from the identity (not dry runs, not access reviews), received
-    after the RFC 3339 time `after`."""
-    found = []
-    for line in cluster.audit_log.read_text().splitlines():
-        event = json.loads(line)
-        if event.get("user", {}).get("username") != identity or event.get("stage") != "ResponseComplete":
-            continue
-        if event["objectRef"].get("resource") in NOT_WRITES or "dryRun" in event.get("requestURI", ""):
-            continue
-        if event.get("responseStatus", {}).get("code", 200) >= 300:
-            continue
-        if event["requestReceivedTimestamp"] > after:
-            found.append(event)
-    return found
+    """Every write the API server accepted from the identity, received after the RFC 3339 time `after`."""
+    return [
+        event
+        for event in accepted_writes(cluster.audit_log, {identity})
+        if event["requestReceivedTimestamp"] > after
+    ]
 
 
 def now_rfc3339() -> str:
