@@ -9,6 +9,8 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any, cast
 
+import pytest
+
 from securemodels import desired
 from securemodels.api import v1alpha1
 from securemodels.config import OperatorConfig
@@ -32,6 +34,7 @@ class MemoryKube:
         self.writes: list[tuple[str, Key]] = []
         self.events: list[dict[str, Any]] = []
         self.statuses: list[dict[str, Any]] = []
+        self.pruned_status: set[str] = set()
         self._versions = itertools.count(1)
 
     @staticmethod
@@ -89,8 +92,15 @@ class MemoryKube:
         self.writes.append(("delete", (kind, namespace or "", name)))
         return self.objects.pop((kind, namespace or "", name), None) is not None
 
-    async def patch_status(self, name: str, namespace: str, status: Mapping[str, Any]) -> None:
+    async def patch_status(self, name: str, namespace: str, status: Mapping[str, Any]) -> dict[str, Any]:
         self.statuses.append(dict(status))
+        return self.kept_status(status)
+
+    def kept_status(self, status: Mapping[str, Any]) -> dict[str, Any]:
+        """What a status patch leaves stored: nulls remove, fields the CRD does not know are pruned."""
+        return {
+            key: value for key, value in status.items() if value is not None and key not in self.pruned_status
+        }
 
     async def review(self, body: Mapping[str, Any]) -> bool:
         return False
@@ -266,3 +276,59 @@ async def test_drift_is_reported_even_when_the_desired_stamp_was_rewritten_too()
 
     assert kube.objects[DEPLOYMENT]["spec"]["template"]["spec"]["containers"][-1]["name"] == "mtls-proxy"
     assert "spec.template.spec.containers[miner] (added)" in controls(again).get("pod-security", "")
+
+
+async def test_a_stale_copy_of_an_unlabelled_child_is_read_again_after_a_conflict() -> None:
+    """The label removed, the watch no longer brings the Deployment: the cache holds the copy read
+    when it went missing. Changed once more after that read, a replace of that copy conflicts; the next
+    pass must judge the object as it is, not try the same stale copy for ever."""
+    kube = MemoryKube()
+    operator, caches = reconciler(kube)
+    first = await operator.reconcile(smd())
+    fill(caches, kube)
+    kube.tamper(DEPLOYMENT, lambda deployment: deployment["metadata"]["labels"].pop(naming.MANAGED_BY_LABEL))
+    caches["Deployment"].offer(copy.deepcopy(kube.objects[DEPLOYMENT]))  # read when the watch lost it
+    kube.tamper(DEPLOYMENT, add_container)
+
+    with pytest.raises(KubeError) as conflict:
+        await operator.reconcile({**smd(), "status": first.status})
+    again = await operator.reconcile({**smd(), "status": first.status})
+
+    assert conflict.value.code == 409
+    assert "spec.template.spec.containers[miner] (added)" in controls(again).get("pod-security", "")
+    restored = kube.objects[DEPLOYMENT]
+    assert restored["metadata"]["labels"][naming.MANAGED_BY_LABEL] == naming.MANAGED_BY
+    assert [container["name"] for container in restored["spec"]["template"]["spec"]["containers"]][-1] == (
+        "mtls-proxy"
+    )
+
+
+async def test_a_status_forged_right_after_the_operators_write_is_put_right_at_the_next_pass() -> None:
+    kube = MemoryKube()
+    operator, caches = reconciler(kube)
+    first = await operator.reconcile(smd())
+    fill(caches, kube)
+    forged = {**first.status, "compliant": True, "phase": "Ready"}
+    statuses = len(kube.statuses)
+
+    again = await operator.reconcile({**smd(), "status": forged})
+
+    assert kube.statuses[statuses:] == [{**forged, **again.status}]
+
+
+async def test_a_status_the_server_keeps_pruned_is_not_written_again() -> None:
+    """A CRD older than the operator prunes a status field it does not know: the stored status then
+    never equals the one written, and writing it again would only be pruned again."""
+    kube = MemoryKube()
+    kube.pruned_status = {"observedGeneration"}
+    operator, caches = reconciler(kube)
+    first = await operator.reconcile(smd())
+    fill(caches, kube)
+    kept = kube.kept_status(first.status)
+    statuses = len(kube.statuses)
+
+    for _ in range(3):
+        await operator.reconcile({**smd(), "status": kept})
+
+    assert "observedGeneration" in first.status
+    assert kube.statuses[statuses:] == []

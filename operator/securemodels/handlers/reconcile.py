@@ -123,7 +123,8 @@ class Reconciler:
         self._references: dict[str, tuple[int, tuple[str, ...]]] = {}  # key -> (generation, missing)
         self._refusals: dict[str, tuple[int, int]] = {}  # key -> (generation, attempts)
         self._pending: dict[str, _Pending] = {}
-        self._written: dict[str, tuple[dict[str, Any], float]] = {}  # status last written, and when
+        # The status last written, and what the API server kept of it.
+        self._written: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
         # The resourceVersion of each object this reconciler wrote last: its watch event is an echo.
         self.echoes: dict[tuple[str, str, str], str] = {}
 
@@ -329,8 +330,20 @@ class Reconciler:
         except KubeError as error:
             if create and error.code == 409:
                 raise Taken(ref) from error
+            if error.code == 409:
+                await self._read_again(ref)
             raise self._refusal(ref, error) from error
         return without_managed_fields(found)
+
+    async def _read_again(self, ref: ChildRef) -> None:
+        """A replace found the object changed since the cached copy. The watch brings the new version of
+        a labelled object, but not of one whose label was removed: read it, or the next pass would try
+        the same stale copy again."""
+        found = await self.kube.get(ref.kind, ref.name, ref.namespace)
+        if found is None:
+            self.caches[ref.kind].remove((ref.namespace, ref.name))
+        else:
+            self.caches[ref.kind].offer(without_managed_fields(found))
 
     def _refusal(self, ref: ChildRef, error: KubeError) -> Exception:
         if error.code == 0 or error.code in (404, 409, 429) or error.code >= 502:
@@ -457,6 +470,8 @@ class Reconciler:
         except KubeError as error:
             if error.code == 409 and write.create:
                 raise Taken(write.ref) from error
+            if error.code == 409:
+                await self._read_again(write.ref)
             raise self._refusal(write.ref, error) from error
         stripped = without_managed_fields(written)
         self.caches[write.ref.kind].offer(stripped)
@@ -511,16 +526,17 @@ class Reconciler:
 
     async def _write_status(self, owner: naming.Owner, stored: dict[str, Any], new: dict[str, Any]) -> None:
         """Only a change is written. A status the API server keeps differently from what was written
-        (pruned by a CRD that does not know a field) is not written again before the next resync, so a
-        mismatch costs a write per period, never a loop."""
+        (pruned by a CRD that does not know a field) is not written again while the server still holds
+        what it kept of that write: a mismatch costs no loop. Any other change of it (a status forged by
+        hand) is put right at the next pass."""
         if stored == new:
             return
         last = self._written.get(owner.key)
-        if last is not None and last[0] == new and time.monotonic() - last[1] < self.config.resync_seconds:
+        if last is not None and last == (new, stored):
             return
         patch = {**{key: None for key in stored.keys() - new.keys()}, **new}
-        await self.kube.patch_status(owner.name, owner.namespace, patch)
-        self._written[owner.key] = (new, time.monotonic())
+        kept = await self.kube.patch_status(owner.name, owner.namespace, patch)
+        self._written[owner.key] = (new, kept)
 
     async def _judge(
         self,

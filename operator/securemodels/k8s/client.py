@@ -332,12 +332,13 @@ class Kube:
             raise _error(error) from error
         return True
 
-    async def patch_status(self, name: str, namespace: str, status: Mapping[str, Any]) -> None:
-        """JSON merge patch of the status subresource (send nulls to remove fields)."""
+    async def patch_status(self, name: str, namespace: str, status: Mapping[str, Any]) -> dict[str, Any]:
+        """JSON merge patch of the status subresource (send nulls to remove fields); the status the
+        server kept."""
         self._fence(True, v1alpha1.KIND)
         metrics.API_WRITES.labels(verb="patch_status", kind=v1alpha1.KIND).inc()
         try:
-            await self._api.patch(
+            patched = await self._api.patch(
                 _RESOURCES[v1alpha1.KIND].Status,
                 name,
                 {"status": dict(status)},
@@ -346,6 +347,7 @@ class Kube:
             )
         except (ApiError, httpx2.HTTPError) as error:
             raise _error(error) from error
+        return dict(dict(patched).get("status") or {})
 
     async def review(self, body: Mapping[str, Any]) -> bool:
         """A SubjectAccessReview: does the authorizer allow what the body asks?"""
