@@ -84,8 +84,8 @@ class Operator:
     permissions_checked: bool = False
     watching: threading.Event = field(default_factory=threading.Event)
     # Changes the caches have seen, per namespace ("" for cluster-scoped kinds and the operator's own
-    # namespace), and what an SMD's last pass was judged on: a resync skips an SMD none of whose inputs
-    # can have changed since, but every FULL_RESYNC_EVERY-th one.
+    # namespace; read.change_scope), and what an SMD's last pass was judged on: a resync skips an SMD
+    # none of whose inputs can have changed since, but every FULL_RESYNC_EVERY-th one.
     changes: Counter[str] = field(default_factory=Counter)
     judged_on: dict[str, tuple[object, ...]] = field(default_factory=dict)
 
@@ -138,8 +138,9 @@ class Operator:
     def on_change(self, kind: str, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
         """A cached object changed: wake the SMDs it can affect, unless it is the echo of the operator's
         own write (which arrives while, or after, the reconcile that made it)."""
-        namespace = str(((new or old or {}).get("metadata") or {}).get("namespace") or "")
-        self.changes["" if namespace == self.config.namespace else namespace] += 1
+        scope = read.change_scope(kind, old, new, self.config.namespace)
+        if scope is not None:
+            self.changes[scope] += 1
         if new is not None:
             metadata = new["metadata"]
             written = (kind, str(metadata.get("namespace") or ""), str(metadata["name"]))

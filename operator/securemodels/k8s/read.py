@@ -188,6 +188,23 @@ WATCHED = (
 )
 
 
+def change_scope(kind: str, old: Manifest | None, new: Manifest | None, own_namespace: str) -> str | None:
+    """Whose judging a change of a cached object can alter: the SMDs of a namespace (a Namespace counts
+    as its own), every SMD ("": cluster-scoped kinds and the operator's own objects), or none (a Node's
+    heartbeat: of a Node only its region is judged)."""
+    if kind == "Node":
+        before, after = (
+            None if item is None else (item["metadata"].get("labels") or {}).get(residency.REGION_LABEL)
+            for item in (old, new)
+        )
+        return None if before == after else ""
+    metadata = (new or old or {}).get("metadata") or {}
+    if kind == "Namespace":
+        return str(metadata.get("name") or "")
+    namespace = str(metadata.get("namespace") or "")
+    return "" if namespace == own_namespace else namespace
+
+
 class Caches:
     """One Store per watched kind, fed by one reflector per scope."""
 
