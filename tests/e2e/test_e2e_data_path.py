@@ -21,6 +21,7 @@ import pytest
 from e2e.cluster import E2ECluster, Watched, condition, controls, scheduling, use_existing_cluster
 from e2e.conftest import CLIENTS, EGRESS, MODELS, MONITORING, OUTSIDERS, RESYNC_SECONDS, Installed
 from nodeconfig import NODE_NAME
+from securemodels.desired.controls.registry import CONTROLS as REGISTRY
 from support.kube import wait_for
 
 MODEL = "stub"
@@ -31,15 +32,7 @@ URL = f"https://{MODEL}.{MODELS}.svc"
 GATEWAY_TLS = "/etc/tls/gateway"
 AUDITOR_TLS = "/etc/tls/auditor"
 EVENTS = 10
-CONTROLS = (
-    "image-digest",
-    "network-isolation",
-    "mtls",
-    "rbac",
-    "storage-encryption",
-    "data-residency",
-    "pod-security",
-)
+CONTROLS = tuple(control.NAME for control in REGISTRY)
 TEMPLATE_MAC_ANNOTATION = "securemodels.io/template-hmac"
 
 

@@ -200,6 +200,8 @@ _CONTROLLER_ANNOTATIONS = (
     "volume.kubernetes.io/",
     "deployment.kubernetes.io/",
 )
+# The API server copies the node's topology labels onto a pod when it binds it (Kubernetes 1.35+).
+_CONTROLLER_LABELS = ("topology.kubernetes.io/",)
 
 
 def fingerprint(item: Mapping[str, Any] | None) -> str | None:
@@ -214,6 +216,11 @@ def fingerprint(item: Mapping[str, Any] | None) -> str | None:
         for key, value in (metadata.get("annotations") or {}).items()
         if not key.startswith(_CONTROLLER_ANNOTATIONS)
     }
+    labels = {
+        key: value
+        for key, value in (metadata.get("labels") or {}).items()
+        if not key.startswith(_CONTROLLER_LABELS)
+    }
     skipped = ("apiVersion", "kind", "metadata", "status", *_CONTROLLER_FIELDS.get(item.get("kind", ""), ()))
     if item.get("aggregationRule"):
         skipped = (*skipped, "rules")  # an aggregated ClusterRole's rules are the aggregation controller's
@@ -222,7 +229,7 @@ def fingerprint(item: Mapping[str, Any] | None) -> str | None:
     return json.dumps(
         {
             "uid": metadata["uid"],
-            "labels": metadata.get("labels"),
+            "labels": labels,
             "annotations": annotations,
             "ownerReferences": metadata.get("ownerReferences"),
             "finalizers": metadata.get("finalizers"),
