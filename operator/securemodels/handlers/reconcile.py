@@ -301,11 +301,12 @@ class Reconciler:
             judged.server_certificate,
             weights.weights_status(context, judged),
         )
+        # The metrics first: whoever reads the new status finds them saying the same.
+        _export_metrics(owner, results, new.as_object(), judged.server_certificate, plan.next_renewal, judged)
         await self._report(context, stored, previous, new)
         for event_type, note in pending.notes:
             reason = "CertificateIssued" if event_type == "Normal" else "CertificateReplaced"
             await events.post(self.kube, events.about_smd(owner), event_type, reason, note, context.now)
-        _export_metrics(owner, results, new.as_object(), judged.server_certificate, plan.next_renewal, judged)
         requeue = None
         if plan.next_renewal > context.now:
             # A due date in the past was not renewable yet (a leaf is cut at its CA's expiry): the next
@@ -591,8 +592,8 @@ class Reconciler:
             judged.server_certificate,
             weights.weights_status(context, judged),
         )
-        await self._report(context, stored, previous, new, control_events=False)
         _export_metrics(context.owner, results, new.as_object(), judged.server_certificate, None, judged)
+        await self._report(context, stored, previous, new, control_events=False)
         return Outcome("Blocked", new.as_object())
 
     async def _quarantined(
@@ -637,8 +638,8 @@ class Reconciler:
             judged.server_certificate,
             weights.weights_status(context, judged),
         )
-        await self._report(context, stored, previous, new)
         _export_metrics(context.owner, results, new.as_object(), judged.server_certificate, None, judged)
+        await self._report(context, stored, previous, new)
         return Outcome("Quarantined", new.as_object(), repaired=bool(drift.keys() & want.keys()))
 
     async def _invalid(
