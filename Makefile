@@ -103,7 +103,7 @@ ASSETS_ENV = SECUREMODELS_ASSETS=$$(hack/build-controlplane.sh) SECUREMODELS_NOD
 
 .PHONY: test
 test: install lint ## install everything, then run every test (the end-to-end suite needs Linux and root)
-	$(ASSETS_ENV) NGINX=$$(hack/fetch-nginx.sh) $(VENV)/bin/pytest tests
+	$(ASSETS_ENV) NGINX=$$(hack/fetch-nginx.sh) $(VENV)/bin/pytest --durations=15 tests
 
 .PHONY: e2e
 e2e: install ## only the end-to-end suite, on the local cluster's real node
