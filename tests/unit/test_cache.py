@@ -4,6 +4,7 @@ a list and a watch, relisting only when the API server says the version is gone.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any, cast
 
@@ -470,3 +471,23 @@ async def test_it_is_not_synced_before_the_first_list() -> None:
 
     assert not found.synced.is_set()
     assert found.kind == "ConfigMap"
+
+
+def test_cached_objects_share_their_keys_and_short_values_and_stay_equal() -> None:
+    """Decoded from separate watch events, two objects hold separate copies of the same strings."""
+    first, second = (
+        json.loads('{"metadata": {"name": "m", "namespace": "ml-prod"}, "data": {"k": "' + "x" * 100 + '"}}')
+        for _ in range(2)
+    )
+    second["metadata"]["name"] = "n"
+    assert next(iter(first["metadata"])) is not next(iter(second["metadata"]))
+    expected = json.loads(json.dumps(first))
+    store = Store("ConfigMap", {})
+    store.put(first)
+    store.put(second)
+
+    a, b = store.get("ml-prod", "m"), store.get("ml-prod", "n")
+    assert a is not None and b is not None
+    assert a == expected
+    assert next(iter(a["metadata"])) is next(iter(b["metadata"]))  # one "name" key object
+    assert a["metadata"]["namespace"] is b["metadata"]["namespace"]

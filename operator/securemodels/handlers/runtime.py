@@ -41,7 +41,7 @@ from securemodels.handlers.keys import OperatorKeys
 from securemodels.handlers.leadership import ElectionThread, Elector
 from securemodels.handlers.reconcile import Clock, Reconciler
 from securemodels.handlers.reports import ReportWriter
-from securemodels.k8s import read
+from securemodels.k8s import cache, read
 from securemodels.k8s.access import AccessReviews
 from securemodels.k8s.client import Credentials, Kube, KubeError, credentials_source, load_config
 from securemodels.server import HealthServer
@@ -117,7 +117,7 @@ class Operator:
             self.bodies.pop(key, None)
             self._by_namespace[metadata["namespace"]].discard(key)
         else:
-            self.bodies[key] = dict(body)
+            self.bodies[key] = cache.compact(dict(body))
             self.uids[key] = metadata["uid"]
             self._by_uid[metadata["uid"]] = key
             self._by_namespace[metadata["namespace"]].add(key)

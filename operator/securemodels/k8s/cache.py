@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -32,6 +33,20 @@ Strip = Callable[[Manifest], Manifest]
 IndexFunction = Callable[[Manifest], Iterable[str]]
 
 MAX_BACKOFF = 60.0
+_SHORT = 64  # characters: names, labels, field values that thousands of cached objects repeat
+
+
+def compact(value: Any) -> Any:
+    """A copy sharing one string object for each key and short value, however many objects hold it:
+    every object decoded from its own watch event otherwise holds its own copies of the same keys, a
+    third of a cache's memory."""
+    if isinstance(value, dict):
+        return {sys.intern(key): compact(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [compact(item) for item in value]
+    if isinstance(value, str) and len(value) <= _SHORT:
+        return sys.intern(value)
+    return value
 
 
 def key_of(item: Mapping[str, Any]) -> Key:
@@ -122,6 +137,7 @@ class Store:
         return len(self._items)
 
     def put(self, item: Manifest) -> Manifest | None:
+        item = compact(item)
         key = key_of(item)
         old = self._items.get(key)
         if old is not None:
