@@ -74,6 +74,7 @@ def main() -> int:
             ),
             row("ratio operator / plain client (both until the workloads are available)", "ratio", "", 2),
             row("operator peak RSS", "operator_peak_rss_mib", " MiB", 0),
+            row("operator RSS at rest", "operator_rest_rss_mib", " MiB", 0),
             row(
                 f"API writes during {operator_bench.NOOP_RESYNCS} resyncs of the unchanged fleet "
                 f"({resync:.0f} s period)",
@@ -87,7 +88,13 @@ def main() -> int:
                 "",
                 2,
             ),
-            row("operator CPU at rest", "noop_cpu_share", " % of a core", 1, 100.0),
+            row(
+                f"operator CPU at rest, over those {operator_bench.NOOP_RESYNCS} resyncs (one judges all)",
+                "noop_cpu_share",
+                " % of a core",
+                1,
+                100.0,
+            ),
             row(
                 "requests per SMD after one cluster-wide RBAC change (SubjectAccessReviews asked again)",
                 "rbac_change_requests_per_smd",
