@@ -992,13 +992,14 @@ class Campaign:
                 message = state.get("message")
                 if state.get("status") != "Pass" and message and message not in seen.messages:
                     seen.messages.append(message)
+                if metric == 0.0:
+                    # The metric names the control, not the finding: any 0 after the strike counts.
+                    seen.metric_zero = True
                 if seen.verdict is None:
                     if state.get("status") != "Fail" or attack.names not in (message or ""):
                         seen.not_detected_at = self._elapsed(key, began)
                         continue
                     seen.verdict, seen.detected_after = state, self._elapsed(key)
-                if metric == 0.0:
-                    seen.metric_zero = True
                 put_right = seen.undone_after is not None if attack.undone else seen.cleaned
                 if put_right and state.get("status") == "Pass" and metric == 1.0:
                     seen.passed_after = self._elapsed(key)
