@@ -576,6 +576,24 @@ class Reconciler:
             if ref in set(context.names.wanted(context.spec))
             and not canonical.object_intact(key, uid, ref.kind, item)
         }
+        status = await self._report_as_it_is(
+            context, stored, previous, live, drift, summary, control_events=False
+        )
+        return Outcome("Blocked", status)
+
+    async def _report_as_it_is(
+        self,
+        context: Context,
+        stored: dict[str, Any],
+        previous: v1alpha1.SecureModelDeploymentStatus,
+        live: Observed,
+        drift: Mapping[ChildRef, tuple[str, ...]],
+        summary: status_rules.Summary,
+        *,
+        control_events: bool = True,
+    ) -> dict[str, Any]:
+        """Judge what runs as it is, under a phase decided before judging (Blocked, Quarantined): the
+        metrics, then the status and its Events. The status written."""
         deployment = live.get(context.names.deployment)
         template = (
             deployment["spec"]["template"]["spec"]
@@ -593,8 +611,8 @@ class Reconciler:
             weights.weights_status(context, judged),
         )
         _export_metrics(context.owner, results, new.as_object(), judged.server_certificate, None, judged)
-        await self._report(context, stored, previous, new, control_events=False)
-        return Outcome("Blocked", new.as_object())
+        await self._report(context, stored, previous, new, control_events=control_events)
+        return new.as_object()
 
     async def _quarantined(
         self,
@@ -623,24 +641,9 @@ class Reconciler:
             and ref in set(names.wanted(context.spec))
             and not canonical.object_intact(key, uid, ref.kind, item)
         }
-        deployment = frozen.get(names.deployment)
-        template = (
-            deployment["spec"]["template"]["spec"] if deployment and names.deployment not in drift else None
-        )
-        results, judged = await self._judge(context, frozen, drift, template)
         summary = status_rules.quarantined(context)
-        new = status_rules.build_status(
-            context,
-            results,
-            summary,
-            previous,
-            deployment,
-            judged.server_certificate,
-            weights.weights_status(context, judged),
-        )
-        _export_metrics(context.owner, results, new.as_object(), judged.server_certificate, None, judged)
-        await self._report(context, stored, previous, new)
-        return Outcome("Quarantined", new.as_object(), repaired=bool(drift.keys() & want.keys()))
+        status = await self._report_as_it_is(context, stored, previous, frozen, drift, summary)
+        return Outcome("Quarantined", status, repaired=bool(drift.keys() & want.keys()))
 
     async def _invalid(
         self,
