@@ -8,6 +8,7 @@ import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from localcluster import LocalCluster, free_port, running_cluster
 from operatorprocess import start_operator
 from support.kube import Kubectl, wait_for
 from support.paths import CRD
+from support.tools import report_crds
 
 OPERATOR_HOME = "faults-operator"
 # Short, so that the suite is quick: a killed leader is replaced within seconds.
@@ -87,18 +89,22 @@ class Faults:
         self.started.clear()
 
 
+def established(kubectl: Kubectl, crd: Path) -> bool:
+    condition = '{.status.conditions[?(@.type=="Established")].status}'
+    return kubectl.run("get", "-f", str(crd), "-o", f"jsonpath={condition}").stdout == "True"
+
+
 @pytest.fixture(scope="module")
 def faults(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Faults]:
     workdir = tmp_path_factory.mktemp("faults")
     # Compaction every few seconds: a watch resumed after an outage meets 410 Gone, as in a busy cluster.
     with running_cluster(workdir / "cluster", apiserver_flags=("--etcd-compaction-interval=3s",)) as cluster:
         kubectl = Kubectl(cluster)
-        kubectl("apply", "--server-side", "-f", str(CRD))
-        established = '{.status.conditions[?(@.type=="Established")].status}'
-        wait_for(
-            lambda: kubectl.run("get", "-f", str(CRD), "-o", f"jsonpath={established}").stdout == "True",
-            what="the CRD to be established",
-        )
+        # The PolicyReport CRD too, as a cluster with Kyverno or Policy Reporter has: the operator then
+        # does its whole job, reports included, through every fault.
+        for crd in (CRD, report_crds() / "wgpolicyk8s.io_policyreports.yaml"):
+            kubectl("apply", "--server-side", "-f", str(crd))
+            wait_for(partial(established, kubectl, crd), what=f"{crd.name} to be established")
         kubectl("create", "namespace", OPERATOR_HOME)
         found = Faults(cluster, kubectl, workdir)
         yield found

@@ -322,6 +322,7 @@ def test_the_leader_killed_mid_reconcile_of_200_smds_is_replaced_nothing_is_lost
     assert_exact_children(kubectl, namespace, 200)
     assert foreign_versions(kubectl, namespace) == foreign
     assert survivor.alive
+    wait_for(lambda: len(kubectl.items("policyreports", namespace)) == 1, what="the namespace's report")
 
     # At rest, two resyncs of the 200 unchanged SMDs ask the API server for nothing but the watches
     # already open and the Lease: no GET, no LIST, no write, no access review (its own audit log says).

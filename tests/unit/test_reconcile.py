@@ -10,6 +10,8 @@ from datetime import datetime
 from typing import Any, cast
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from securemodels import desired
 from securemodels.api import v1alpha1
@@ -130,9 +132,9 @@ def clock() -> datetime:
     return NOW
 
 
-def reconciler(kube: MemoryKube) -> tuple[Reconciler, read.Caches]:
+def reconciler(kube: MemoryKube, config: OperatorConfig | None = None) -> tuple[Reconciler, read.Caches]:
     """A reconciler over `kube`, its caches filled from what `kube` holds."""
-    config, api = OperatorConfig(), cast(Kube, kube)
+    config, api = config or OperatorConfig(), cast(Kube, kube)
     caches = read.Caches(api, config, lambda kind, old, new: None)
     fill(caches, kube)
     keys = OperatorKeys(api, caches, config)
@@ -332,3 +334,35 @@ async def test_a_status_the_server_keeps_pruned_is_not_written_again() -> None:
 
     assert "observedGeneration" in first.status
     assert kube.statuses[statuses:] == []
+
+
+async def test_only_a_verdict_on_an_object_no_cache_watches_is_marked_unwatched() -> None:
+    """The signing ConfigMap is read from the API server at each pass: a resync that skipped the SMD
+    would never see a new key."""
+    public_pem = (
+        ec.generate_private_key(ec.SECP256R1())
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    kube = MemoryKube()
+    kube.add(
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "signing-key", "namespace": NAMESPACE},
+            "data": {"release.pub": public_pem},
+        }
+    )
+    weights = {
+        "image": "registry.example.com/ml/weights@sha256:" + "cd" * 32,
+        "signature": {"publicKey": {"name": "signing-key", "key": "release.pub"}},
+    }
+    verifier = "registry.example.com/secure-model-operator@sha256:" + "5e" * 32
+    operator, _ = reconciler(kube, OperatorConfig(weights_verifier_image=verifier))
+
+    signed = await operator.reconcile(smd(model={"weights": weights}))
+    unsigned = await operator.reconcile({**smd(), "metadata": {**smd()["metadata"], "name": "plain"}})
+
+    assert (signed.phase, signed.unwatched) == ("Progressing", True)
+    assert (unsigned.phase, unsigned.unwatched) == ("Progressing", False)

@@ -50,12 +50,15 @@ MAX_REFUSAL_BACKOFF = 600.0
 @dataclass(frozen=True)
 class Outcome:
     """What the worker should do next: look again after `requeue_after` seconds (None: at resync).
-    `repaired`: drift was put right, and its verdict should stand until the next resync."""
+    `repaired`: drift was put right, and its verdict should stand until the next resync.
+    `unwatched`: the verdict rests on objects asked of the API server, which no cache watches (the
+    signing ConfigMap, names someone else holds), so no resync may skip it."""
 
     phase: str
     status: dict[str, Any]
     requeue_after: float | None = None
     repaired: bool = False
+    unwatched: bool = False
 
 
 class Taken(Exception):
@@ -166,6 +169,17 @@ class Reconciler:
         context = replace(context, facts=replace(context.facts, signing_config_map=trust))
         live = read.observe(self.caches, context)
         live = replace(live, taken=tuple(sorted({*live.taken, *await self._still_taken(context)})))
+        outcome = await self._decide(context, stored, previous, live)
+        return replace(outcome, unwatched=trust is not None or bool(live.taken))
+
+    async def _decide(
+        self,
+        context: Context,
+        stored: dict[str, Any],
+        previous: v1alpha1.SecureModelDeploymentStatus,
+        live: Observed,
+    ) -> Outcome:
+        owner, spec = context.owner, context.spec
         blockers = self._blockers(context, live)
         if blockers and spec.quarantine is None:
             return await self._blocked(context, stored, previous, live, blockers)

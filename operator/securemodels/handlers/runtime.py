@@ -301,9 +301,10 @@ class Operator:
             return False
         self.failures.pop(key, None)
         self.queue.forget(key)  # retries still pending are moot, and must not cut a held verdict short
-        if outcome.phase in ("Ready", "Degraded", "Quarantined"):
+        if outcome.phase in ("Ready", "Degraded", "Quarantined") and not outcome.unwatched:
             # Settled: only a change of its inputs, or a due renewal (queued below), changes the verdict.
-            # Blocked and rolling SMDs are looked at every period (missing references are not watched).
+            # Blocked and rolling SMDs, and those judged on objects no cache watches, are looked at
+            # every period (missing references and signing ConfigMaps send no event).
             self.judged_on[key] = inputs
         if outcome.repaired:
             self.holding.add(key)
