@@ -184,8 +184,22 @@ def _requests_after_rbac_change(cluster: LocalCluster, port: int) -> float:
     }
     before = tamper_bench.requests_sent(port)
     cluster.kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all([role, binding]))
-    time.sleep(RESYNC_SECONDS * 2)
-    return tamper_bench.requests_sent(port) - before
+    return _sent_once_quiet(port) - before
+
+
+def _sent_once_quiet(port: int, quiet: float = RESYNC_SECONDS, timeout: float = 1800.0) -> float:
+    """The operator's request count once it has sent none for `quiet` seconds: a large fleet takes
+    longer than any fixed window to ask everything again."""
+    sent, since = tamper_bench.requests_sent(port), time.monotonic()
+    deadline = since + timeout
+    while time.monotonic() - since < quiet:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the operator was still sending requests after {timeout:.0f}s")
+        time.sleep(0.25)
+        now = tamper_bench.requests_sent(port)
+        if now != sent:
+            sent, since = now, time.monotonic()
+    return sent
 
 
 def _ready_endpoint(port: int) -> bool:
