@@ -83,8 +83,7 @@ def test_get_by_namespace_and_name() -> None:
     assert kept.get(None, "n1") == {"kind": "Node", "metadata": {"name": "n1"}}
     assert kept.get("", "n1") is not None
     assert kept.get("other", "a") is None
-    assert names(kept.in_namespace("ml")) == ["a"]
-    assert kept.in_namespace("nowhere") == []
+    assert sorted(kept) == [("", "n1"), ("ml", "a"), ("ops", "a")]
     assert len(kept.all()) == 3
 
 
@@ -95,7 +94,7 @@ def test_remove_returns_what_was_there() -> None:
     assert kept.remove(("ml", "a")) == item("a", team="x")
     assert kept.remove(("ml", "a")) is None
     assert kept.get("ml", "a") is None
-    assert kept.in_namespace("ml") == []
+    assert list(kept) == []
     assert kept.indexed("team", "x") == []
 
 
@@ -473,21 +472,29 @@ async def test_it_is_not_synced_before_the_first_list() -> None:
     assert found.kind == "ConfigMap"
 
 
-def test_cached_objects_share_their_keys_and_short_values_and_stay_equal() -> None:
+def test_what_is_read_is_a_copy_that_changes_nothing_cached() -> None:
+    kept = store()
+    kept.put(item("a", team="x"))
+
+    for read in (kept.get("ml", "a"), kept.all()[0], kept.indexed("team", "x")[0]):
+        assert read is not None
+        read["metadata"]["labels"]["team"] = "changed by a reader"
+
+    assert kept.get("ml", "a") == item("a", team="x")
+    assert names(kept.indexed("team", "x")) == ["a"]
+
+
+def test_compact_shares_keys_and_short_values_and_stays_equal() -> None:
     """Decoded from separate watch events, two objects hold separate copies of the same strings."""
     first, second = (
         json.loads('{"metadata": {"name": "m", "namespace": "ml-prod"}, "data": {"k": "' + "x" * 100 + '"}}')
         for _ in range(2)
     )
-    second["metadata"]["name"] = "n"
     assert next(iter(first["metadata"])) is not next(iter(second["metadata"]))
     expected = json.loads(json.dumps(first))
-    store = Store("ConfigMap", {})
-    store.put(first)
-    store.put(second)
 
-    a, b = store.get("ml-prod", "m"), store.get("ml-prod", "n")
-    assert a is not None and b is not None
+    a, b = cache.compact(first), cache.compact(second)
+
     assert a == expected
     assert next(iter(a["metadata"])) is next(iter(b["metadata"]))  # one "name" key object
     assert a["metadata"]["namespace"] is b["metadata"]["namespace"]

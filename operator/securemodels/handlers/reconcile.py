@@ -12,6 +12,8 @@ object alone, also after a restart, and is removed and reported until the next r
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -31,7 +33,7 @@ from securemodels.desired.controls import mtls, network, storage, weights
 from securemodels.desired.model import Blocker, Context, ControlResult, Manifest, Observed, Permissions
 from securemodels.desired.naming import ChildRef
 from securemodels.handlers.keys import OperatorKeys
-from securemodels.k8s import events, read
+from securemodels.k8s import cache, events, read
 from securemodels.k8s.access import AccessReviews
 from securemodels.k8s.cache import without_managed_fields
 from securemodels.k8s.client import Kube, KubeError
@@ -59,6 +61,27 @@ class Outcome:
     requeue_after: float | None = None
     repaired: bool = False
     unwatched: bool = False
+
+
+@dataclass(frozen=True)
+class _Written:
+    """A status the operator wrote, packed (the next pass announces transitions from it), and digests
+    of it and of what the API server kept of it: held for every SMD, so held small."""
+
+    packed: bytes
+    written: bytes
+    kept: bytes
+
+    def status(self) -> dict[str, Any]:
+        return cache.unpack(self.packed)
+
+    def holds(self, new: Mapping[str, Any], stored: Mapping[str, Any]) -> bool:
+        """Whether `new` is what was written and `stored` what the server kept of it."""
+        return (self.written, self.kept) == (_digest(new), _digest(stored))
+
+
+def _digest(value: Mapping[str, Any]) -> bytes:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, separators=(",", ":")).encode()).digest()
 
 
 class Taken(Exception):
@@ -127,7 +150,7 @@ class Reconciler:
         self._refusals: dict[str, tuple[int, int]] = {}  # key -> (generation, attempts)
         self._pending: dict[str, _Pending] = {}
         # The status last written, and what the API server kept of it.
-        self._written: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
+        self._written: dict[str, _Written] = {}
         # The resourceVersion of each object this reconciler wrote last: its watch event is an echo.
         self.echoes: dict[tuple[str, str, str], str] = {}
 
@@ -527,7 +550,7 @@ class Reconciler:
         last = self._written.get(context.owner.key)
         # Transitions from what was last written: a status the server did not keep as written must not
         # announce the same change at every pass.
-        before = status_rules.parse_status(last[0]) if last is not None else previous
+        before = status_rules.parse_status(last.status()) if last is not None else previous
         await self._write_status(context.owner, stored, new.as_object())
         for event in status_rules.transitions(before, new, controls=control_events):
             await events.post(
@@ -547,11 +570,11 @@ class Reconciler:
         if stored == new:
             return
         last = self._written.get(owner.key)
-        if last is not None and last == (new, stored):
+        if last is not None and last.holds(new, stored):
             return
         patch = {**{key: None for key in stored.keys() - new.keys()}, **new}
         kept = await self.kube.patch_status(owner.name, owner.namespace, patch)
-        self._written[owner.key] = (new, kept)
+        self._written[owner.key] = _Written(cache.pack(new), _digest(new), _digest(kept))
 
     async def _judge(
         self,
@@ -670,7 +693,7 @@ class Reconciler:
         """The stored object does not match the API (it bypassed the schema): report, touch nothing."""
         new = status_rules.invalid_spec_status(previous, message, owner.generation, now)
         last = self._written.get(owner.key)
-        before = status_rules.parse_status(last[0]) if last is not None else previous
+        before = status_rules.parse_status(last.status()) if last is not None else previous
         announced = any(
             item.type == status_rules.READY
             and item.reason == status_rules.INVALID_SPEC

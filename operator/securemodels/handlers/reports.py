@@ -106,7 +106,7 @@ class ReportWriter:
                 self._wake.clear()
                 marked, self._marked = self._marked, set()
                 if resync:
-                    marked |= self._with_smds() | {key[0] for key in self._keys()}
+                    marked |= self._with_smds() | {key[0] for key in self.store}
                 for namespace in sorted(marked):
                     await self.sync(namespace)
         finally:
@@ -115,9 +115,6 @@ class ReportWriter:
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-
-    def _keys(self) -> list[cache.Key]:
-        return [cache.key_of(item) for item in self.store.all()]
 
     async def _until_served(self) -> None:
         """Wait until the report API answers a list; say once that it does not, then look again after a

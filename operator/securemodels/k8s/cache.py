@@ -7,18 +7,20 @@ relist removes what was deleted meanwhile. A reconcile then reads memory, so an 
 API server nothing but the open watches.
 
 Objects are kept stripped to what judging needs: no managedFields, pods without most of their status,
-nodes and namespaces as their metadata alone. Secrets are only watched with the operator's label, so
-no Secret data the operator does not own is ever held.
+nodes and namespaces as their metadata alone, and compressed (Store). Secrets are only watched with the
+operator's label, so no Secret data the operator does not own is ever held.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import sys
+import zlib
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from securemodels import metrics
@@ -109,44 +111,63 @@ def _newer(first: Manifest, second: Manifest) -> bool:
     return one is not None and other is not None and one > other
 
 
+def pack(item: Manifest) -> bytes:
+    """An object as compressed JSON: what a Store holds."""
+    return zlib.compress(json.dumps(item, separators=(",", ":")).encode(), 1)
+
+
+def unpack(blob: bytes) -> Manifest:
+    decoded: Manifest = json.loads(zlib.decompress(blob))
+    return decoded
+
+
 class Store:
-    """The objects of one kind, by namespace and name, with optional indexes from a value to objects."""
+    """The objects of one kind, by namespace and name, with optional indexes from a value to objects.
+
+    Each object is held as compressed JSON and decoded when it is read: a cached Deployment takes a
+    tenth of what its Python objects would, for a few dozen microseconds per read, and a reconcile
+    reads only its own SMD's objects. Every read is a fresh copy: what a caller changes is its own."""
 
     def __init__(self, kind: str, indexes: Mapping[str, IndexFunction] | None = None) -> None:
         self.kind = kind
-        self._items: dict[Key, Manifest] = {}
-        self._by_namespace: dict[str, dict[str, Manifest]] = defaultdict(dict)
+        self._items: dict[Key, bytes] = {}
         self._index_functions = dict(indexes or {})
         self._indexes: dict[str, dict[str, set[Key]]] = {
             name: defaultdict(set) for name in self._index_functions
         }
+        self._indexed_as: dict[Key, tuple[tuple[str, str], ...]] = {}  # the entries to remove with it
 
     def get(self, namespace: str | None, name: str) -> Manifest | None:
-        return self._items.get((namespace or "", name))
-
-    def in_namespace(self, namespace: str) -> list[Manifest]:
-        return list(self._by_namespace.get(namespace, {}).values())
+        blob = self._items.get((namespace or "", name))
+        return None if blob is None else unpack(blob)
 
     def all(self) -> list[Manifest]:
-        return list(self._items.values())
+        return [unpack(blob) for blob in self._items.values()]
+
+    def __iter__(self) -> Iterator[Key]:
+        """The keys of what it holds."""
+        return iter(list(self._items))
 
     def indexed(self, index: str, value: str) -> list[Manifest]:
-        return [self._items[key] for key in sorted(self._indexes[index].get(value, ()))]
+        return [unpack(self._items[key]) for key in sorted(self._indexes[index].get(value, ()))]
 
     def __len__(self) -> int:
         return len(self._items)
 
     def put(self, item: Manifest) -> Manifest | None:
-        item = compact(item)
-        key = key_of(item)
-        old = self._items.get(key)
-        if old is not None:
-            self._unindex(key, old)
-        self._items[key] = item
-        self._by_namespace[key[0]][key[1]] = item
-        for name, function in self._index_functions.items():
-            for value in function(item):
-                self._indexes[name][value].add(key)
+        namespace, name = key_of(item)
+        key = (sys.intern(namespace), sys.intern(name))
+        old = self.remove(key)
+        self._items[key] = pack(item)
+        entries = tuple(
+            (index, sys.intern(value))
+            for index, function in self._index_functions.items()
+            for value in function(item)
+        )
+        for index, value in entries:
+            self._indexes[index][value].add(key)
+        if entries:
+            self._indexed_as[key] = entries
         return old
 
     def offer(self, item: Manifest) -> None:
@@ -154,26 +175,22 @@ class Store:
         unless the watch has already brought a newer version. The answer to a write can arrive after
         the watch event of a later change (a controller's status update); put blindly, it would hide
         that change until the object changes again."""
-        known = self._items.get(key_of(item))
+        known = self.get(*key_of(item))
         if known is not None and _newer(known, item):
             return
         self.put(item)
 
     def remove(self, key: Key) -> Manifest | None:
-        old = self._items.pop(key, None)
-        if old is not None:
-            self._unindex(key, old)
-            self._by_namespace[key[0]].pop(key[1], None)
-        return old
-
-    def _unindex(self, key: Key, item: Manifest) -> None:
-        for name, function in self._index_functions.items():
-            for value in function(item):
-                keys = self._indexes[name].get(value)
-                if keys is not None:
-                    keys.discard(key)
-                    if not keys:
-                        del self._indexes[name][value]
+        blob = self._items.pop(key, None)
+        if blob is None:
+            return None
+        for index, value in self._indexed_as.pop(key, ()):
+            keys = self._indexes[index].get(value)
+            if keys is not None:
+                keys.discard(key)
+                if not keys:
+                    del self._indexes[index][value]
+        return unpack(blob)
 
     def replace(
         self, items: Iterable[Manifest], namespace: str | None, name: str | None = None
