@@ -4,6 +4,7 @@ what it never touches."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 from datetime import datetime
 from typing import Any, cast
@@ -11,7 +12,7 @@ from typing import Any, cast
 import pytest
 
 from securemodels.config import OperatorConfig
-from securemodels.desired import reports
+from securemodels.desired import naming, reports
 from securemodels.handlers.reports import ReportWriter
 from securemodels.k8s import cache
 from securemodels.k8s.client import Kube, KubeError
@@ -36,7 +37,7 @@ def smd(name: str, verdict: str = "Pass") -> dict[str, Any]:
 class Writer:
     """A ReportWriter over a MemoryKube, its caches filled as the watches would fill them."""
 
-    def __init__(self, kube: MemoryKube) -> None:
+    def __init__(self, kube: MemoryKube, secrets: cache.Store | None = None) -> None:
         self.kube = kube
         self.smds: dict[str, dict[str, Any]] = {}
         namespaces = cache.Store("Namespace")
@@ -55,7 +56,7 @@ class Writer:
             OperatorConfig(resync_seconds=30),
             self.smds,
             namespaces,
-            cache.Store("Secret"),
+            secrets or cache.Store("Secret"),
             stamp_key,
             leading,
             clock,
@@ -180,3 +181,35 @@ async def test_a_refused_write_is_tried_again_after_a_pause_not_at_once(
     assert [record.getMessage() for record in caplog.records] == [
         "could not write the compliance report of ml-prod: request entity too large; trying again in 30s"
     ]
+
+
+class WithoutReportsKube(MemoryKube):
+    """A cluster without the report's CRD: every list of it is a 404."""
+
+    async def list(self, *args: Any, **kwargs: Any) -> list[dict[str, Any]]:
+        raise KubeError(404, "the server could not find the requested resource")
+
+
+async def test_without_the_api_the_first_smd_is_told_at_once_and_only_once() -> None:
+    kube = WithoutReportsKube()
+    secrets = cache.Store("Secret")
+    ca = {"name": naming.CA_SECRET, "namespace": "secure-model-operator", "uid": "ca-uid"}
+    secrets.put({"apiVersion": "v1", "kind": "Secret", "metadata": ca})
+    writer = Writer(kube, secrets)
+    running = asyncio.create_task(writer.writer.run())
+    try:
+        await asyncio.sleep(0.1)
+        assert kube.events == []  # nothing to report yet
+
+        for name in ("fraud", "churn"):
+            writer.add(smd(name))
+            writer.writer.changed(NAMESPACE)
+            await asyncio.sleep(0.1)
+    finally:
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+
+    # Well within the 30-second pause before the API is looked for again.
+    assert [event["reason"] for event in kube.events] == ["ComplianceReportsUnavailable"]
+    assert kube.events[0]["involvedObject"]["name"] == naming.CA_SECRET

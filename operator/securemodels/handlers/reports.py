@@ -131,14 +131,26 @@ class ReportWriter:
                         "report is written. Install its CRD, or set policyReports.enabled: false."
                     )
                     log.warning("%s", self.unavailable)
-                await self._announce()
-                await asyncio.sleep(pause)
+                await self._announce_within(pause)
                 pause = min(MAX_LOOK_AGAIN, pause * 2)
                 continue
             if self.unavailable is not None:
                 log.info("%s (%s) is served now: writing compliance reports", self.kind, self._settings.api)
                 self.unavailable = None
             return
+
+    async def _announce_within(self, pause: float) -> None:
+        """Sleep `pause` seconds; announce as soon as there is something to report (an SMD that comes
+        meanwhile wakes it), not only when the pause is over."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + pause
+        await self._announce()
+        while not self._announced and loop.time() < deadline:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), deadline - loop.time())
+            self._wake.clear()
+            await self._announce()
+        await asyncio.sleep(max(0.0, deadline - loop.time()))
 
     async def _announce(self) -> None:
         """One Warning Event per run, on the CA Secret (where the operator's own Events go), by the
