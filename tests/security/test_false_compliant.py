@@ -877,15 +877,17 @@ def _delete(kubectl: Kubectl, refs: list[Ref]) -> None:
 class Campaign:
     """Strikes every attack, then watches them all until each is detected, put right and passing.
 
-    Two watchers run side by side: a quick one reads the verdicts and the metric often enough not to miss
-    a Fail that stands for one resync; a slow one reads Events and the operator's objects, and removes
-    what the attacker left once the problem is reported.
+    Three watchers run side by side: a quick one reads the verdicts often enough not to miss a Fail that
+    stands for one resync; one reads the metric ten times a second from the strike on, on its own, as the
+    metric goes back to 1 just before the status goes back to Pass; a slow one reads Events and the
+    operator's objects, and removes what the attacker left once the problem is reported.
     """
 
     def __init__(self, kubectl: Kubectl, operator: RunningOperator, models: dict[str, Model]) -> None:
         self.kubectl, self.operator, self.models = kubectl, operator, models
         self.seen = {key: Seen() for key in ATTACKS}
         self.struck: dict[str, float] = {}
+        self.striking: set[str] = set()
         self.refs: dict[str, list[Ref]] = {}
         self.lock = threading.Lock()
         self.stop = threading.Event()
@@ -896,6 +898,7 @@ class Campaign:
     def _strike(self, key: str) -> None:
         attack, seen = ATTACKS[key], self.seen[key]
         refs: list[Ref] = []
+        self.striking.add(key)
         try:
             refs = attack.strike(self.kubectl, self.models[key])
         except Exception as error:  # noqa: BLE001 - reported by the attack's own test
@@ -939,8 +942,12 @@ class Campaign:
         ]
 
     def run(self, seconds: float) -> None:
-        slow = threading.Thread(target=self._slow_watch, name="campaign-slow", daemon=True)
-        slow.start()
+        watchers = [
+            threading.Thread(target=self._slow_watch, name="campaign-slow", daemon=True),
+            threading.Thread(target=self._metric_watch, name="campaign-metric", daemon=True),
+        ]
+        for watcher in watchers:
+            watcher.start()
         with ThreadPoolExecutor(max_workers=8) as pool:
             strikes = [pool.submit(self._strike, key) for key in ATTACKS if self.seen[key].error is None]
             deadline = time.monotonic() + seconds
@@ -950,7 +957,8 @@ class Campaign:
                 self._quick_round()
                 time.sleep(0.3)
         self.stop.set()
-        slow.join(timeout=30)
+        for watcher in watchers:
+            watcher.join(timeout=30)
         self._last_events()
 
     def _event_for(self, key: str, events: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -992,9 +1000,6 @@ class Campaign:
                 message = state.get("message")
                 if state.get("status") != "Pass" and message and message not in seen.messages:
                     seen.messages.append(message)
-                if metric == 0.0:
-                    # The metric names the control, not the finding: any 0 after the strike counts.
-                    seen.metric_zero = True
                 if seen.verdict is None:
                     if state.get("status") != "Fail" or attack.names not in (message or ""):
                         seen.not_detected_at = self._elapsed(key, began)
@@ -1003,6 +1008,21 @@ class Campaign:
                 put_right = seen.undone_after is not None if attack.undone else seen.cleaned
                 if put_right and state.get("status") == "Pass" and metric == 1.0:
                     seen.passed_after = self._elapsed(key)
+
+    def _metric_watch(self) -> None:
+        while not self.stop.is_set():
+            try:
+                metrics = _metrics(self.operator)
+            except OSError as error:
+                log.warning("campaign: reading the metrics failed (%s); trying again", error)
+                metrics = {}
+            for key in list(self.striking):
+                model = self.models[key]
+                if metrics.get((model.namespace, model.name, ATTACKS[key].control)) == 0.0:
+                    # The metric names the control, not the finding: any 0 after the strike counts.
+                    with self.lock:
+                        self.seen[key].metric_zero = True
+            self.stop.wait(0.1)
 
     def _slow_watch(self) -> None:
         while not self.stop.is_set():
@@ -1035,7 +1055,7 @@ class Campaign:
                     continue
                 waited = self._elapsed(key) - (seen.detected_after or 0.0)
                 if not seen.metric_zero and waited < RESYNC_SECONDS:
-                    continue  # give the quick watcher its chance to see the metric first
+                    continue  # give the metric watcher its chance to see the 0 first
             self._clean(key, attack, model, seen)
 
     def _clean(self, key: str, attack: Attack, model: Model, seen: Seen) -> None:
