@@ -117,7 +117,7 @@ class Operator:
             self.bodies.pop(key, None)
             self._by_namespace[metadata["namespace"]].discard(key)
         else:
-            self.bodies[key] = cache.compact(dict(body))
+            self.bodies[key] = cache.compact(cache.without_managed_fields(dict(body)))
             self.uids[key] = metadata["uid"]
             self._by_uid[metadata["uid"]] = key
             self._by_namespace[metadata["namespace"]].add(key)
