@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from securemodels.workqueue import WorkQueue
+from securemodels.workqueue import BEHIND, WorkQueue
 
 SHORT = 0.02
 
@@ -179,3 +179,37 @@ async def test_workers_never_process_one_key_concurrently() -> None:
 
     assert overlaps == []
     assert sorted(processed) == ["a", "a", "b", "b"]
+
+
+async def test_a_change_of_one_key_is_served_before_a_wake_up_of_many() -> None:
+    queue = WorkQueue()
+    for key in ("a", "b", "c"):
+        queue.add(key, BEHIND)
+    queue.add("tampered")
+
+    assert [await queue.get() for _ in range(4)] == ["tampered", "a", "b", "c"]
+
+
+async def test_a_key_behind_that_changes_moves_to_the_first_lane_and_is_served_once() -> None:
+    queue = WorkQueue()
+    for key in ("a", "b"):
+        queue.add(key, BEHIND)
+    queue.add("b")
+    queue.add("b", BEHIND)
+
+    assert [await queue.get(), await queue.get()] == ["b", "a"]
+    assert await nothing_ready(queue)
+    assert len(queue) == 2  # both active, none queued
+
+
+async def test_a_key_changed_while_active_comes_back_in_the_first_lane() -> None:
+    queue = WorkQueue()
+    queue.add("a")
+    active = await queue.get()
+    queue.add("a", BEHIND)
+    queue.add("a")
+    queue.add("z", BEHIND)
+
+    queue.done(active)
+
+    assert [await queue.get(), await queue.get()] == ["a", "z"]

@@ -45,7 +45,7 @@ from securemodels.k8s import cache, read
 from securemodels.k8s.access import AccessReviews
 from securemodels.k8s.client import Credentials, Kube, KubeError, credentials_source, load_config
 from securemodels.server import HealthServer
-from securemodels.workqueue import WorkQueue
+from securemodels.workqueue import BEHIND, FIRST, WorkQueue
 
 log = logging.getLogger(__name__)
 MAX_BACKOFF = 300.0
@@ -147,12 +147,13 @@ class Operator:
             if self.reconciler.echoes.get(written) == metadata.get("resourceVersion"):
                 del self.reconciler.echoes[written]
                 return
-        for item in (old, new):
-            if item is None:
-                continue
-            for key in self._affected(kind, item):
-                if key in self.bodies and key not in self.holding and key not in self.backing_off:
-                    self.queue.add(key)
+        affected = {key for item in (old, new) if item is not None for key in self._affected(kind, item)}
+        # A change that concerns one SMD (its child, its pod, a binding to its account) goes before
+        # one that wakes many: tampering is not kept waiting behind a fleet judged again.
+        lane = FIRST if len(affected) == 1 else BEHIND
+        for key in affected:
+            if key in self.bodies and key not in self.holding and key not in self.backing_off:
+                self.queue.add(key, lane)
 
     def _in_namespace(self, namespace: str) -> set[str]:
         return set(self._by_namespace.get(namespace, ()))
@@ -216,7 +217,7 @@ class Operator:
         self.leading.set()
         self.holding.clear()
         for key in list(self.bodies):
-            self.queue.add(key)
+            self.queue.add(key, BEHIND)
 
     def stop_leading(self) -> None:
         """Another replica may take over: stop taking work (writes are refused from now on anyway), and
@@ -243,7 +244,7 @@ class Operator:
                     continue
                 if self.backing_off.get(key, now) <= now:
                     self.backing_off.pop(key, None)
-                    self.queue.add(key)
+                    self.queue.add(key, BEHIND)
             try:
                 if rounds % ORPHAN_SWEEP_EVERY == 0:
                     await self._sweep_orphans()
