@@ -8,9 +8,9 @@ name but not the operator's labels is someone else's: never changed, reported on
 operator no longer needs is deleted only when it carries its stamp, with uid and resourceVersion
 preconditions.
 
-Only the leader writes. A change of an SMD's status marks its namespace; after a short pause (so a burst
-of status writes makes one report write) the marked namespaces are compared, and every namespace once
-per resync period, which also catches up after a change of leader.
+Only the leader writes. A change of an SMD's status marks its namespace; after a pause of a few
+seconds (so a burst of status writes makes one report write) the marked namespaces are compared, and
+every namespace once per resync period, which also catches up after a change of leader.
 
 Without the report API in the cluster (its CRD not installed) nothing is written: a Warning Event on the
 operator's CA Secret and one log line say so, and the API is looked for again after a growing pause.
@@ -32,7 +32,9 @@ from securemodels.k8s import cache, events
 from securemodels.k8s.client import Kube, KubeError
 
 log = logging.getLogger(__name__)
-COALESCE_SECONDS = 0.5
+# A namespace's report is written at most this often however fast its models' statuses change: it
+# grows with the namespace, and during a rollout of hundreds of models each change would rewrite it.
+COALESCE_SECONDS = 5.0
 MAX_LOOK_AGAIN = 600.0
 UNAVAILABLE = "ComplianceReportsUnavailable"
 
