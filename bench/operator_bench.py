@@ -196,7 +196,11 @@ def _sent_once_quiet(port: int, quiet: float = RESYNC_SECONDS, timeout: float = 
         if time.monotonic() > deadline:
             raise TimeoutError(f"the operator was still sending requests after {timeout:.0f}s")
         time.sleep(0.25)
-        now = tamper_bench.requests_sent(port)
+        try:
+            now = tamper_bench.requests_sent(port)
+        except OSError:  # too busy to answer /metrics in time: not quiet
+            since = time.monotonic()
+            continue
         if now != sent:
             sent, since = now, time.monotonic()
     return sent
